@@ -1,0 +1,73 @@
+"""The archive's line format: one received message per line, lossless.
+
+    2026-11-25T21:41:51.123456Z 192.0.2.1:514 <message>
+
+The receive time (RFC 3339, UTC, microseconds), the sender's address and
+port, and the message bytes exactly as received, escaped so that the line
+holds no LF: backslash, LF, CR and NUL become ``\\\\``, ``\\n``, ``\\r``,
+``\\0``, and each byte that is not part of valid UTF-8 becomes ``\\xHH``.
+Plain ASCII lines, the common case, are written unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+_SPECIAL = re.compile(rb"[\\\n\r\x00]")
+_ESCAPES = {b"\\": b"\\\\", b"\n": b"\\n", b"\r": b"\\r", b"\x00": b"\\0"}
+_ESCAPED = re.compile(rb"\\(?:([\\nr0])|x([0-9a-f]{2}))")
+_UNESCAPES = {b"\\": b"\\", b"n": b"\n", b"r": b"\r", b"0": b"\x00"}
+
+
+def escape(message: bytes) -> bytes:
+    if _SPECIAL.search(message) is not None:
+        message = _SPECIAL.sub(lambda m: _ESCAPES[m.group()], message)
+    if message.isascii():
+        return message
+    # Backslashes are already doubled, so every "\xHH" this adds is ours.
+    return message.decode("utf-8", "backslashreplace").encode("utf-8")
+
+
+def unescape(text: bytes) -> bytes:
+    def one(match: re.Match[bytes]) -> bytes:
+        if match.group(1) is not None:
+            return _UNESCAPES[match.group(1)]
+        return bytes((int(match.group(2), 16),))
+    return _ESCAPED.sub(one, text) if b"\\" in text else text
+
+
+def format_time(seconds: float) -> bytes:
+    whole = int(seconds)
+    micros = int(round((seconds - whole) * 1_000_000))
+    if micros == 1_000_000:
+        whole, micros = whole + 1, 0
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)).encode() + b".%06dZ" % micros
+
+
+def format_line(stamp: bytes, sender: bytes, message: bytes) -> bytes:
+    return b"%s %s %s\n" % (stamp, sender, escape(message))
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedMessage:
+    received_at: str
+    sender: str
+    message: bytes
+
+
+class BadLine(ValueError):
+    pass
+
+
+def parse_line(line: bytes) -> ArchivedMessage:
+    """Read one archive line (with or without its LF) back into the message."""
+    if line.endswith(b"\n"):
+        line = line[:-1]
+    parts = line.split(b" ", 2)
+    if len(parts) < 3 or not parts[0].endswith(b"Z"):
+        raise BadLine(f"not an archive line: {line[:80]!r}")
+    stamp, sender, escaped = parts
+    return ArchivedMessage(stamp.decode("ascii", "replace"), sender.decode("ascii", "replace"),
+                           unescape(escaped))

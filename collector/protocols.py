@@ -1,0 +1,145 @@
+"""Thin adapters from Twisted's sockets to the pipeline.
+
+They frame bytes into messages and hand them on; they never raise on bad
+input. The stream factory also knows its open connections, so that a
+graceful stop can let them finish sending (see ``drain``).
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from collector.framing import StreamDecoder, datagram_message
+from collector.metrics import CollectorMetrics
+from collector.pipeline import Pipeline, Sender
+from collector.records import Transport
+
+# At shutdown a connection that has sent nothing for this long is done.
+DRAIN_QUIET_SECONDS = 0.2
+_SENDER_CACHE_LIMIT = 65536
+
+
+class SyslogDatagramProtocol(DatagramProtocol):
+    """One syslog message per datagram (RFC 5426)."""
+
+    noisy = False
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+        self._senders: dict[tuple[str, int], Sender] = {}
+
+    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:  # noqa: N802
+        sender = self._senders.get(addr)
+        if sender is None:
+            if len(self._senders) >= _SENDER_CACHE_LIMIT:
+                self._senders.clear()
+            sender = self._senders[addr] = Sender.from_address(addr[0], addr[1])
+        if datagram and self._pipeline.accepts(sender):
+            self._pipeline.receive([datagram_message(datagram)], sender, Transport.UDP)
+
+
+class SyslogStreamProtocol(Protocol):
+    """Syslog over one TCP connection, framed per RFC 6587."""
+
+    log = Logger()
+    factory: SyslogStreamFactory
+    _accepted = False
+
+    def connectionMade(self) -> None:  # noqa: N802
+        peer = self.transport.getPeer()
+        self.sender = Sender.from_address(peer.host, peer.port)
+        self.last_data_at = self.factory.clock.seconds()
+        self._decoder = StreamDecoder(self.factory.max_frame)
+        self._accepted = self.factory.pipeline.accepts(self.sender)
+        if not self._accepted:
+            self.transport.loseConnection()
+            return
+        self.factory.connection_opened(self)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        if not self._accepted:
+            return
+        self.last_data_at = self.factory.clock.seconds()
+        decoder = self._decoder
+        truncated = decoder.truncated
+        frames = decoder.feed(data)
+        self._deliver(frames, decoder.truncated - truncated)
+        if decoder.error is not None:
+            self.factory.metrics.framing_errors.inc()
+            self.log.warn("closing connection from {sender}: {error}",
+                          sender=self.sender.text.decode(), error=decoder.error)
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+        if self._accepted:
+            # A last message without its trailer is still a message.
+            decoder = self._decoder
+            truncated = decoder.truncated
+            self._deliver(decoder.finish(), decoder.truncated - truncated)
+            self.factory.connection_closed(self)
+
+    def _deliver(self, frames: list[bytes], truncated: int) -> None:
+        if truncated:
+            self.factory.metrics.truncated_frames.labels(transport=Transport.TCP.value).inc(truncated)
+        if frames:
+            self.factory.pipeline.receive(frames, self.sender, Transport.TCP)
+
+
+class SyslogStreamFactory(Factory):
+    protocol = SyslogStreamProtocol
+    noisy = False
+
+    def __init__(self, pipeline: Pipeline, metrics: CollectorMetrics, clock: IReactorTime,
+                 max_frame: int) -> None:
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.clock = clock
+        self.max_frame = max_frame
+        self.connections: set[SyslogStreamProtocol] = set()
+        self._drained: list[Deferred[None]] = []
+
+    def buildProtocol(self, addr: IAddress) -> SyslogStreamProtocol:  # noqa: N802
+        protocol = SyslogStreamProtocol()
+        protocol.factory = self
+        return protocol
+
+    def connection_opened(self, protocol: SyslogStreamProtocol) -> None:
+        self.connections.add(protocol)
+        self.metrics.tcp_connections.set(len(self.connections))
+
+    def connection_closed(self, protocol: SyslogStreamProtocol) -> None:
+        self.connections.discard(protocol)
+        self.metrics.tcp_connections.set(len(self.connections))
+        if not self.connections:
+            drained, self._drained = self._drained, []
+            for d in drained:
+                d.callback(None)
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """Close each connection once it goes quiet, all of them after ``timeout``.
+
+        Fires when every connection is closed, so a graceful stop keeps what
+        senders had already sent when it began.
+        """
+        if not self.connections:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        deadline = self.clock.seconds() + timeout
+
+        def close_quiet() -> None:
+            now = self.clock.seconds()
+            for protocol in list(self.connections):
+                if now >= deadline or now - protocol.last_data_at >= DRAIN_QUIET_SECONDS:
+                    protocol.transport.loseConnection()
+
+        checker = LoopingCall(close_quiet)
+        checker.clock = self.clock
+        checker.start(DRAIN_QUIET_SECONDS / 2)
+        d.addBoth(lambda result: (checker.stop(), result)[1])
+        return d

@@ -1,0 +1,332 @@
+"""Parse one syslog message: RFC 5424, RFC 3164 and what real senders make of them.
+
+Pure code over ``bytes``: no I/O, no Twisted, no clock. ``parse`` never raises
+and never loses content: when the header cannot be read, the fields it would
+have given are ``None``, ``header_error`` says why, and ``msg`` is everything
+that followed the last part that could be read (the whole message when even
+the PRI is broken).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+
+BOM = b"\xef\xbb\xbf"
+_NIL = b"-"
+
+
+class Facility(enum.IntEnum):
+    KERN = 0
+    USER = 1
+    MAIL = 2
+    DAEMON = 3
+    AUTH = 4
+    SYSLOG = 5
+    LPR = 6
+    NEWS = 7
+    UUCP = 8
+    CRON = 9
+    AUTHPRIV = 10
+    FTP = 11
+    NTP = 12
+    SECURITY = 13
+    CONSOLE = 14
+    SOLARIS_CRON = 15
+    LOCAL0 = 16
+    LOCAL1 = 17
+    LOCAL2 = 18
+    LOCAL3 = 19
+    LOCAL4 = 20
+    LOCAL5 = 21
+    LOCAL6 = 22
+    LOCAL7 = 23
+
+
+class Severity(enum.IntEnum):
+    EMERG = 0
+    ALERT = 1
+    CRIT = 2
+    ERR = 3
+    WARNING = 4
+    NOTICE = 5
+    INFO = 6
+    DEBUG = 7
+
+
+class Dialect(enum.StrEnum):
+    RFC5424 = "rfc5424"
+    RFC3164 = "rfc3164"
+    # No readable header at all: a bare line, or a broken PRI.
+    NONE = "none"
+
+
+_FACILITIES = tuple(Facility)
+_SEVERITIES = tuple(Severity)
+
+
+@dataclass(frozen=True, slots=True)
+class BsdTimestamp:
+    """An RFC 3164 ``Mmm dd hh:mm:ss``: no year, no zone (see ``resolve_bsd``)."""
+
+    month: int
+    day: int
+    hour: int
+    minute: int
+    second: int
+
+
+@dataclass(frozen=True, slots=True)
+class StructuredDataElement:
+    id: str
+    params: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SyslogMessage:
+    dialect: Dialect
+    msg: bytes
+    facility: Facility | None = None
+    severity: Severity | None = None
+    timestamp: datetime | None = None
+    bsd_timestamp: BsdTimestamp | None = None
+    hostname: str | None = None
+    app_name: str | None = None
+    procid: str | None = None
+    msgid: str | None = None
+    structured_data: tuple[StructuredDataElement, ...] = ()
+    # RFC 3164 only: everything after the HOSTNAME, TAG included, for
+    # senders that put no TAG before a message that looks like one.
+    content: bytes | None = None
+    header_error: str | None = None
+
+
+# RFC 5424 section 6: PRI = "<" PRIVAL ">", PRIVAL = 1*3DIGIT ; range 0 .. 191
+_PRI = re.compile(rb"<(\d{1,3})>")
+
+# RFC 3164 section 4.1.2: TIMESTAMP = Mmm SP dd SP hh:mm:ss, where a day below
+# 10 is padded with a space; some senders pad with 0, or not at all, or add a
+# fraction of a second.
+_BSD_TIMESTAMP = re.compile(
+    rb"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) {1,2}(\d{1,2}) "
+    rb"(\d\d):(\d\d):(\d\d)(?:\.\d{1,6})?(?: +|$)"
+)
+_MONTHS = {m: i for i, m in enumerate(
+    (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun",
+     b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"), start=1)}
+
+# An RFC 3339 timestamp where RFC 3164 puts its own (rsyslog's forwarding
+# templates do this). Fractions and the offset are optional in practice.
+_ISO_TIMESTAMP = re.compile(
+    rb"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|z|[+-]\d\d:?\d\d)?)(?: +|$)"
+)
+
+# RFC 3164 section 4.1.3: TAG is up to 32 alphanumerics; in practice any
+# printable run without blanks, colons or brackets, then "[pid]" and ":".
+_TAG = re.compile(rb"([^\s:\[\]]{1,48})(?:\[([^\]\s]{0,128})\])?: ?")
+
+
+def parse(data: bytes) -> SyslogMessage:
+    """Parse one message; trailing LF/CR/NUL must already be removed by framing."""
+    pri = _PRI.match(data)
+    if pri is None:
+        return SyslogMessage(Dialect.NONE, data, header_error="missing PRI")
+    value = int(pri.group(1))
+    if value > 191:
+        return SyslogMessage(Dialect.NONE, data, header_error="PRI out of range")
+    facility = _FACILITIES[value >> 3]
+    severity = _SEVERITIES[value & 7]
+    pos = pri.end()
+    if data.startswith(b"1 ", pos):
+        return _parse_5424(data, pos + 2, facility, severity)
+    return _parse_3164(data, pos, facility, severity)
+
+
+def _parse_5424(data: bytes, pos: int, facility: Facility, severity: Severity) -> SyslogMessage:
+    # HEADER = PRI VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID
+    parts = data[pos:].split(b" ", 5)
+    if len(parts) < 6 and not (len(parts) == 5 and parts[4]):
+        return SyslogMessage(
+            Dialect.RFC5424, data[pos:], facility, severity,
+            header_error="RFC 5424 header incomplete",
+        )
+    timestamp_field, hostname, app_name, procid, msgid = parts[:5]
+    rest = parts[5] if len(parts) == 6 else b""
+    timestamp = None
+    header_error = None
+    if timestamp_field != _NIL:
+        timestamp = _iso_datetime(timestamp_field)
+        if timestamp is None:
+            header_error = "bad RFC 5424 timestamp"
+    structured_data: tuple[StructuredDataElement, ...] = ()
+    if rest[:1] == b"[":
+        parsed = _structured_data(rest)
+        if parsed is None:
+            header_error = header_error or "bad structured data"
+            msg = rest
+        else:
+            structured_data, end = parsed
+            msg = rest[end + 1:] if rest[end:end + 1] == b" " else rest[end:]
+    elif rest[:1] == b"-" and rest[1:2] in (b" ", b""):
+        msg = rest[2:]
+    else:
+        header_error = header_error or "missing structured data"
+        msg = rest
+    if msg.startswith(BOM):
+        msg = msg[3:]
+    return SyslogMessage(
+        Dialect.RFC5424, msg, facility, severity,
+        timestamp=timestamp,
+        hostname=_nil_or_text(hostname),
+        app_name=_nil_or_text(app_name),
+        procid=_nil_or_text(procid),
+        msgid=_nil_or_text(msgid),
+        structured_data=structured_data,
+        header_error=header_error,
+    )
+
+
+def _parse_3164(data: bytes, pos: int, facility: Facility, severity: Severity) -> SyslogMessage:
+    timestamp = None
+    bsd = None
+    match = _BSD_TIMESTAMP.match(data, pos)
+    if match is not None:
+        month, day, hour, minute, second = match.groups()
+        bsd = BsdTimestamp(_MONTHS[month], int(day), int(hour), int(minute), int(second))
+        if not (1 <= bsd.day <= 31 and bsd.hour < 24 and bsd.minute < 60 and bsd.second < 61):
+            bsd = None
+    else:
+        match = _ISO_TIMESTAMP.match(data, pos)
+        if match is not None:
+            timestamp = _iso_datetime(match.group(1))
+    if match is None or (bsd is None and timestamp is None):
+        return SyslogMessage(
+            Dialect.RFC3164, data[pos:], facility, severity,
+            header_error="missing or bad RFC 3164 timestamp",
+        )
+    pos = match.end()
+    hostname = None
+    space = data.find(b" ", pos)
+    token = data[pos:space] if space >= 0 else data[pos:]
+    # With no HOSTNAME the first word is the TAG ("sshd[42]:") or the message.
+    if token and not token.endswith(b":") and not token.startswith(b"[") and (
+        not token.endswith(b"]") or b"[" not in token
+    ):
+        hostname = token.decode("utf-8", "replace")
+        pos = space + 1 if space >= 0 else len(data)
+    content = data[pos:]
+    app_name = procid = None
+    tag = _TAG.match(data, pos)
+    if tag is not None:
+        app_name = tag.group(1).decode("utf-8", "replace")
+        if tag.group(2) is not None:
+            procid = tag.group(2).decode("utf-8", "replace")
+        pos = tag.end()
+    msg = data[pos:]
+    if msg.startswith(BOM):
+        msg = msg[3:]
+    return SyslogMessage(
+        Dialect.RFC3164, msg, facility, severity,
+        timestamp=timestamp, bsd_timestamp=bsd,
+        hostname=hostname, app_name=app_name, procid=procid,
+        content=content,
+    )
+
+
+def _nil_or_text(field: bytes) -> str | None:
+    if field == _NIL or not field:
+        return None
+    return field.decode("utf-8", "replace")
+
+
+def _iso_datetime(field: bytes) -> datetime | None:
+    try:
+        text = field.decode("ascii")
+        if "." in text:
+            # fromisoformat takes at most 6 fraction digits on older Pythons.
+            head, _, tail = text.partition(".")
+            digits = len(tail) - len(tail.lstrip("0123456789"))
+            text = head + "." + tail[:min(digits, 6)].ljust(6, "0") + tail[digits:]
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _structured_data(rest: bytes) -> tuple[tuple[StructuredDataElement, ...], int] | None:
+    """Parse SD-ELEMENTs at the start of ``rest``; return them and where they end.
+
+    SD-ELEMENT = "[" SD-ID *(SP SD-PARAM) "]"
+    SD-PARAM   = PARAM-NAME "=" %d34 PARAM-VALUE %d34
+    PARAM-VALUE escapes '"', '\\' and ']' with a backslash.
+    """
+    elements = []
+    pos = 0
+    end = len(rest)
+    while pos < end and rest[pos:pos + 1] == b"[":
+        pos += 1
+        stop = _name_end(rest, pos)
+        if stop == pos:
+            return None
+        sd_id = rest[pos:stop].decode("utf-8", "replace")
+        pos = stop
+        params = []
+        while rest[pos:pos + 1] == b" ":
+            pos += 1
+            stop = _name_end(rest, pos)
+            if stop == pos or rest[stop:stop + 2] != b'="':
+                return None
+            name = rest[pos:stop].decode("utf-8", "replace")
+            pos = stop + 2
+            value = bytearray()
+            while True:
+                if pos >= end:
+                    return None
+                byte = rest[pos]
+                if byte == 0x5C and pos + 1 < end and rest[pos + 1] in b'"\\]':
+                    value.append(rest[pos + 1])
+                    pos += 2
+                elif byte == 0x22:
+                    pos += 1
+                    break
+                else:
+                    value.append(byte)
+                    pos += 1
+            params.append((name, value.decode("utf-8", "replace")))
+        if rest[pos:pos + 1] != b"]":
+            return None
+        pos += 1
+        elements.append(StructuredDataElement(sd_id, tuple(params)))
+    return tuple(elements), pos
+
+
+def _name_end(data: bytes, pos: int) -> int:
+    # SD-NAME = 1*32PRINTUSASCII except '=', SP, ']' and '"'
+    end = pos
+    limit = min(len(data), pos + 32)
+    while end < limit and data[end] not in b'= ]"' and 33 <= data[end] <= 126:
+        end += 1
+    return end
+
+
+def resolve_bsd(stamp: BsdTimestamp, received_at: datetime, zone: tzinfo) -> datetime | None:
+    """Give an RFC 3164 timestamp the year that puts it nearest the receive time.
+
+    ``received_at`` must be timezone-aware; ``zone`` is where the sender's
+    clock runs. A message stamped Dec 31 23:59:59 that arrives at Jan 1
+    00:00:01 belongs to the previous year, and the other way round.
+    """
+    local_year = received_at.astimezone(zone).year
+    best = None
+    for year in (local_year - 1, local_year, local_year + 1):
+        try:
+            candidate = datetime(year, stamp.month, stamp.day, stamp.hour,
+                                 stamp.minute, min(stamp.second, 59), tzinfo=zone)
+        except ValueError:  # Feb 29 outside a leap year
+            continue
+        distance = abs(candidate - received_at)
+        if best is None or distance < best[0]:
+            best = (distance, candidate)
+    return None if best is None else best[1]
+

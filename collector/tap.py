@@ -1,0 +1,177 @@
+"""The ``twistd syslog-collector`` plugin: command-line options and service assembly.
+
+``makeService`` only assembles services; sockets are bound in
+``privilegedStartService`` (so twistd's ``--uid``/``--gid`` can drop root
+after binding port 514), and the reactor is injected so tests can pass a
+fake one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.server import Site
+
+from collector import config as configuration
+from collector.archive import FileArchive
+from collector.config import Config, ConfigError
+from collector.hosts import HostRegistry
+from collector.metrics import CollectorMetrics
+from collector.pipeline import Pipeline
+from collector.protocols import SyslogDatagramProtocol, SyslogStreamFactory
+from collector.web import root_resource
+
+# Command-line option -> config key it overrides.
+OVERRIDES = {
+    "udp": "listen.udp",
+    "tcp": "listen.tcp",
+    "metrics": "listen.metrics",
+    "archive-dir": "archive.dir",
+}
+
+
+class Options(usage.Options):
+    synopsis = "[--config FILE] [--udp ADDR] [--tcp ADDR] [--metrics ADDR] [--archive-dir DIR]"
+    longdesc = (
+        "Receive Kerio security logs over syslog, archive them per firewall and count them "
+        "for Prometheus. ADDR is PORT, HOST:PORT or [IPV6]:PORT; port 0 picks a free port; "
+        "an empty ADDR disables that listener. Options override the config file."
+    )
+    optParameters = [
+        ["config", "c", None, "TOML config file (default: built-in defaults, see config/collector.toml)"],
+        ["udp", None, None, "syslog over UDP (default 5514)"],
+        ["tcp", None, None, "syslog over TCP (default 5514)"],
+        ["metrics", None, None, "HTTP for /metrics and /healthz (default 9514)"],
+        ["archive-dir", None, None, "root directory of the per-host archives (default ./archive)"],
+    ]
+
+    config: Config
+
+    def postOptions(self) -> None:  # noqa: N802
+        overrides = {key: self[option] for option, key in OVERRIDES.items() if self[option] is not None}
+        try:
+            self.config = load_checked(self["config"], overrides)
+        except ConfigError as e:
+            raise usage.UsageError(f"configuration error: {describe_error(e)}") from None
+
+
+def load_checked(path: str | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Load a config and check the archive root can be written, as start-up does."""
+    config = configuration.load(path, overrides)
+    configuration.check_archive_dir(config)
+    return config
+
+
+def describe_error(error: ConfigError) -> str:
+    for option, key in OVERRIDES.items():
+        if error.key == key:
+            return f"--{option} ({key}): {error.problem}"
+    return str(error)
+
+
+class Listener(Service):
+    """Binds one listening port at start; logs the address actually bound."""
+
+    log = Logger()
+
+    def __init__(self, kind: str, listen: Callable[[], IListeningPort],
+                 after_stop: Callable[[], Deferred[None]] | None = None) -> None:
+        self.kind = kind
+        self._listen = listen
+        self._after_stop = after_stop
+        self.port: IListeningPort | None = None
+
+    def privilegedStartService(self) -> None:  # noqa: N802
+        super().privilegedStartService()
+        self.port = self._listen()
+        address = self.port.getHost()
+        # One line per listener, stable so that scripts can read the bound port.
+        self.log.info("listening {kind} on {host} port {port}",
+                      kind=self.kind, host=address.host, port=address.port)
+
+    def stopService(self) -> Deferred[None]:  # noqa: N802
+        super().stopService()
+        if self.port is None:
+            return succeed(None)
+        d = maybeDeferred(self.port.stopListening)
+        if self._after_stop is not None:
+            after_stop = self._after_stop
+            d.addCallback(lambda _: after_stop())
+        return d
+
+
+class CollectorService(MultiService):
+    """All of the collector; children stop one after another, last added first.
+
+    Listeners are added after the archive, so at shutdown they stop taking
+    input (TCP connections draining first) before the archive's final flush.
+    """
+
+    def __init__(self, registry: CollectorRegistry, metrics: CollectorMetrics,
+                 pipeline: Pipeline, archive: FileArchive) -> None:
+        super().__init__()
+        self.registry = registry
+        self.metrics = metrics
+        self.pipeline = pipeline
+        self.archive = archive
+
+    def stopService(self) -> Deferred[None]:  # noqa: N802
+        Service.stopService(self)
+        d: Deferred[None] = succeed(None)
+        for child in reversed(list(self)):
+            d.addCallback(_stop_child, child)
+        return d
+
+
+def _stop_child(_: object, child: IService) -> Deferred[None]:
+    return maybeDeferred(child.stopService)
+
+
+def makeService(options: Options, reactor: Any = None) -> CollectorService:  # noqa: N802
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    return build(options.config, reactor)
+
+
+def build(config: Config, reactor: Any) -> CollectorService:
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    metrics = CollectorMetrics(registry, config.metrics.max_hosts)
+    archive = FileArchive(
+        config.archive.dir, config.archive.timezone, config.archive.flush_interval_seconds,
+        metrics, reactor,
+        fsync=config.archive.fsync, max_open_files=config.archive.max_open_files,
+    )
+    pipeline = Pipeline(
+        hosts=HostRegistry(config.firewalls, config.hosts.unregistered),
+        archive=archive, metrics=metrics, clock=reactor,
+        syslog_timezone=config.syslog.timezone,
+    )
+    service = CollectorService(registry, metrics, pipeline, archive)
+    archive.setServiceParent(service)
+    listen = config.listen
+    if (metrics_at := listen.metrics) is not None:
+        site = Site(root_resource(registry))
+        site.noisy = False
+        Listener("metrics", lambda: reactor.listenTCP(
+            metrics_at.port, site, interface=metrics_at.host)).setServiceParent(service)
+    if (udp_at := listen.udp) is not None:
+        datagrams = SyslogDatagramProtocol(pipeline)
+        Listener("udp", lambda: reactor.listenUDP(
+            udp_at.port, datagrams, interface=udp_at.host, maxPacketSize=65536,
+        )).setServiceParent(service)
+    if (tcp_at := listen.tcp) is not None:
+        streams = SyslogStreamFactory(pipeline, metrics, reactor, listen.max_frame_bytes)
+        Listener("tcp", lambda: reactor.listenTCP(tcp_at.port, streams, interface=tcp_at.host),
+                 after_stop=lambda: streams.drain(listen.drain_seconds)).setServiceParent(service)
+    return service
+
