@@ -1,0 +1,113 @@
+"""Run a real ``twistd -n syslog-collector`` for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TWISTD = str(Path(sys.executable).with_name("twistd"))
+_LISTENING = re.compile(r"listening (\w+) on (\S+) port (\d+)")
+
+
+class CollectorProcess:
+    """A collector on free loopback ports, its log in ``workdir/collector.log``."""
+
+    def __init__(self, workdir: Path, *args: str, config: str | None = None) -> None:
+        self.workdir = workdir
+        self.archive = workdir / "archive"
+        self.log_path = workdir / "collector.log"
+        command = [TWISTD, "-n", "--pidfile=", f"--logfile={self.log_path}", "syslog-collector",
+                   "--udp", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
+                   "--archive-dir", str(self.archive)]
+        if config is not None:
+            command += ["--config", config]
+        command += list(args)
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        self.process = subprocess.Popen(command, cwd=workdir, env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.ports = self._wait_for_ports()
+
+    def _wait_for_ports(self, timeout: float = 20.0) -> dict[str, int]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                output = self.process.stdout.read().decode(errors="replace") if self.process.stdout else ""
+                raise RuntimeError(f"collector exited with {self.process.returncode}: {output}\n{self.log()}")
+            ports = {kind: int(port) for kind, _, port in _LISTENING.findall(self.log())}
+            if {"udp", "tcp", "metrics"} <= ports.keys():
+                return ports
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"collector did not start listening:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def send_udp(self, messages: list[bytes]) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for message in messages:
+                sock.sendto(message, ("127.0.0.1", self.ports["udp"]))
+
+    def connect_tcp(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.ports["tcp"]), timeout=10)
+
+    def scrape(self) -> str:
+        url = f"http://127.0.0.1:{self.ports['metrics']}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.read().decode()
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        """One sample's value from /metrics, or None when it is not exported."""
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        for line in self.scrape().splitlines():
+            if line.startswith("#"):
+                continue
+            series, _, value = line.rpartition(" ")
+            metric, _, label_text = series.partition("{")
+            if metric != name:
+                continue
+            pairs = ",".join(sorted(label_text.rstrip("}").split(","))) if label_text else ""
+            if pairs == wanted:
+                return float(value)
+        return None
+
+    def wait_for(self, name: str, value: float, timeout: float = 15.0, **labels: str) -> None:
+        deadline = time.monotonic() + timeout
+        current = None
+        while time.monotonic() < deadline:
+            current = self.sample(name, **labels)
+            if current is not None and current >= value:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{name}{labels} is {current}, expected {value}")
+
+    def archived(self, host: str) -> list[bytes]:
+        from collector.archive_line import parse_line
+
+        messages = []
+        for path in sorted((self.archive / host).glob("*.log")):
+            with open(path, "rb") as file:
+                messages += [parse_line(line).message for line in file]
+        return messages
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        if self.process.stdout:
+            self.process.stdout.close()

@@ -1,0 +1,101 @@
+"""A real ``twistd -n syslog-collector`` process, real sockets, the whole path."""
+
+import signal
+import threading
+import time
+
+import pytest
+
+from collector_process import CollectorProcess
+
+# The examples of the vendor manual's "Security Log" section.
+MANUAL_EXAMPLES = [
+    b"[17/Jul/2008 11:46:38] Anti-Spoofing: Packet from LAN, proto:TCP, len:48, "
+    b"ip/port:61.173.81.166:1864 -> 195.39.55.10:445, flags: SYN, seq:3819654104 ack:0, "
+    b"win:16384, tcplen:0",
+    b"[17/Jul/2008 11:55:14] FTP: Bounce attack attempt: client: 1.2.3.4, server: 5.6.7.8, "
+    b"command: PORT 10,11,12,13,14,15",
+    b"[17/Jul/2008 11:56:27] FTP: Malicious server reply: client: 1.2.3.4, server: 5.6.7.8, "
+    b"response: 227 Entering Passive Mode (10,11,12,13,14,15)",
+    b"Authentication: WebAdmin SSL: Client: 192.168.1.34: wrong password",
+    b"[17/Dec/2008 12:11:33] Engine: Startup.",
+    b"[17/Dec/2008 12:22:43] Engine: Shutdown.",
+]
+TYPES = ["anti_spoofing", "ftp_bounce_attack", "ftp_malicious_reply", "auth_failure",
+         "engine_startup", "engine_shutdown"]
+
+
+def rfc5424(host: str, msg: bytes) -> bytes:
+    return b"<116>1 2026-11-25T10:00:00+00:00 " + host.encode() + b" security - - - " + msg
+
+
+@pytest.fixture
+def collector(tmp_path):
+    process = CollectorProcess(tmp_path)
+    yield process
+    process.kill()
+
+
+def test_examples_over_udp_and_tcp_reach_archive_and_metrics(collector):
+    udp_messages = [rfc5424("fw-udp", line) for line in MANUAL_EXAMPLES]
+    tcp_messages = [rfc5424("fw-tcp", line) for line in MANUAL_EXAMPLES]
+    collector.send_udp(udp_messages)
+    with collector.connect_tcp() as sock:
+        # Octet-counted and LF-framed on the same connection, as rsyslog accepts.
+        half = len(tcp_messages) // 2
+        sock.sendall(b"".join(b"%d %s" % (len(m), m) for m in tcp_messages[:half]))
+        sock.sendall(b"".join(m + b"\n" for m in tcp_messages[half:]))
+
+    for host, transport in (("fw-udp", "udp"), ("fw-tcp", "tcp")):
+        collector.wait_for("syslog_collector_received_messages_total", len(MANUAL_EXAMPLES),
+                           host=host, transport=transport)
+        for record_type in TYPES:
+            assert collector.sample("syslog_collector_records_total",
+                                    host=host, type=record_type) == 1.0
+        for record_type in ("ips", "unknown"):
+            assert collector.sample("syslog_collector_records_total",
+                                    host=host, type=record_type) == 0.0
+
+    # Lines reach the disk within a flush interval.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(collector.archived("fw-tcp")) < len(tcp_messages):
+        time.sleep(0.1)
+    assert collector.archived("fw-tcp") == tcp_messages
+    assert sorted(collector.archived("fw-udp")) == sorted(udp_messages)
+    assert collector.terminate() in (0, -signal.SIGTERM)
+
+
+def test_sigterm_during_a_tcp_burst_keeps_every_line(collector):
+    chunks, per_chunk = 100, 200
+    sent = []
+    errors = []
+    first_chunk_sent = threading.Event()
+
+    def send_burst():
+        try:
+            with collector.connect_tcp() as sock:
+                for chunk in range(chunks):
+                    lines = [b"<13>1 - fw-burst app - - - Engine: Startup. seq=%d" % (chunk * per_chunk + i)
+                             for i in range(per_chunk)]
+                    sock.sendall(b"".join(line + b"\n" for line in lines))
+                    sent.extend(lines)
+                    first_chunk_sent.set()
+                    time.sleep(0.005)
+        except OSError as e:
+            errors.append(e)
+            first_chunk_sent.set()
+
+    sender = threading.Thread(target=send_burst)
+    sender.start()
+    assert first_chunk_sent.wait(10)
+    collector.process.send_signal(signal.SIGTERM)
+    sender.join(30)
+    status = collector.process.wait(30)
+
+    assert status in (0, -signal.SIGTERM), collector.log()
+    assert not errors, "the collector closed the connection before the burst ended"
+    assert len(sent) == chunks * per_chunk
+    archived = collector.archived("fw-burst")
+    assert len(archived) == len(set(archived)), "duplicated lines"
+    assert archived == sent
+    assert "Traceback" not in collector.log()
