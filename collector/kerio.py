@@ -10,6 +10,7 @@ Filter, Debug and Warning logs, is ``unknown``.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import datetime
 from ipaddress import ip_address
 
@@ -119,13 +120,22 @@ def parse_record(message: bytes) -> Record:
         body = body[3:]
     body = body.lstrip(b" \t").rstrip(_TRAILING_JUNK)
     event_time = None
+    bad_stamp = False
     if body[:1] == b"[":
         text = body[:23].decode("ascii", "replace")
         stamp = _EVENT_TIME.match(text)
         if stamp is None:
             return UNKNOWN
         event_time = _event_time(stamp)
+        bad_stamp = event_time is None
         body = body[stamp.end():]
+    record = _typed_record(body, event_time)
+    if bad_stamp and record is not UNKNOWN:
+        record = replace(record, defects=record.defects + ("event_time",))
+    return record
+
+
+def _typed_record(body: bytes, event_time: datetime | None) -> Record:
     first = body[:1]
     # One cheap look at the marker before any regex: most unknown lines stop here.
     if first == b"A":

@@ -1,0 +1,200 @@
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collector.syslog import (
+    BsdTimestamp, Dialect, Facility, Severity, StructuredDataElement, parse, resolve_bsd)
+
+UTC = timezone.utc
+
+
+# RFC 5424 section 6.5, examples 1 to 4.
+def test_rfc5424_example_1_bom_and_no_structured_data():
+    m = parse(b"<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - "
+              b"\xef\xbb\xbf'su root' failed for lonvick on /dev/pts/8")
+    assert m.dialect is Dialect.RFC5424
+    assert (m.facility, m.severity) == (Facility.AUTH, Severity.CRIT)
+    assert m.timestamp == datetime(2003, 10, 11, 22, 14, 15, 3000, tzinfo=UTC)
+    assert (m.hostname, m.app_name, m.procid, m.msgid) == ("mymachine.example.com", "su", None, "ID47")
+    assert m.structured_data == ()
+    assert m.msg == b"'su root' failed for lonvick on /dev/pts/8"
+    assert m.header_error is None
+
+
+def test_rfc5424_example_2_offset_and_procid():
+    m = parse(b"<165>1 2003-08-24T05:14:15.000003-07:00 192.0.2.1 myproc 8710 - - "
+              b"%% It's time to make the do-nuts.")
+    assert (m.facility, m.severity) == (Facility.LOCAL4, Severity.NOTICE)
+    assert m.timestamp == datetime(2003, 8, 24, 5, 14, 15, 3, tzinfo=timezone(timedelta(hours=-7)))
+    assert (m.hostname, m.app_name, m.procid, m.msgid) == ("192.0.2.1", "myproc", "8710", None)
+    assert m.msg == b"%% It's time to make the do-nuts."
+
+
+def test_rfc5424_example_3_structured_data_and_message():
+    m = parse(b'<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 '
+              b'[exampleSDID@32473 iut="3" eventSource="Application" eventID="1011"] '
+              b'\xef\xbb\xbfAn application event log entry...')
+    assert m.structured_data == (StructuredDataElement(
+        "exampleSDID@32473", (("iut", "3"), ("eventSource", "Application"), ("eventID", "1011"))),)
+    assert m.msg == b"An application event log entry..."
+
+
+def test_rfc5424_example_4_several_elements_no_message():
+    m = parse(b'<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 '
+              b'[exampleSDID@32473 iut="3" eventSource="Application" eventID="1011"]'
+              b'[examplePriority@32473 class="high"]')
+    assert [e.id for e in m.structured_data] == ["exampleSDID@32473", "examplePriority@32473"]
+    assert m.msg == b""
+    assert m.header_error is None
+
+
+def test_rfc5424_escapes_in_param_values():
+    m = parse(b'<14>1 - host app - - [x@1 a="q\\"uote" b="back\\\\slash" c="br\\]acket" d="a]b"] msg')
+    assert m.structured_data[0].params == (
+        ("a", 'q"uote'), ("b", "back\\slash"), ("c", "br]acket"), ("d", "a]b"))
+    assert m.msg == b"msg"
+
+
+def test_rfc5424_nil_values():
+    m = parse(b"<14>1 - - - - - - Engine: Startup.")
+    assert m.timestamp is None and m.hostname is None and m.app_name is None
+    assert m.msg == b"Engine: Startup."
+    assert m.header_error is None
+
+
+def test_rfc5424_rsyslog_origin_element_with_spaces_in_values():
+    m = parse(b'<14>1 2026-11-25T10:00:00+01:00 relay kerio 123 - [origin software="rsyslogd" '
+              b'swVersion="8.2302.0" x-info="https://www.rsyslog.com"] Engine: Startup.')
+    assert m.procid == "123"
+    assert m.structured_data[0].params[0] == ("software", "rsyslogd")
+    assert m.msg == b"Engine: Startup."
+
+
+@pytest.mark.parametrize("data, error", [
+    (b"<14>1 2026-13-45T99:00:00Z host app - - - msg", "bad RFC 5424 timestamp"),
+    (b"<14>1 - host app - - [broken msg", "bad structured data"),
+    (b"<14>1 - host app - - msg", "missing structured data"),
+    (b"<14>1 - host", "RFC 5424 header incomplete"),
+])
+def test_rfc5424_broken_header_keeps_content(data, error):
+    m = parse(data)
+    assert m.header_error == error
+    assert m.msg  # the rest is kept as content
+
+
+# RFC 3164 section 5.4 examples.
+def test_rfc3164_example_1():
+    m = parse(b"<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick on /dev/pts/8")
+    assert m.dialect is Dialect.RFC3164
+    assert (m.facility, m.severity) == (Facility.AUTH, Severity.CRIT)
+    assert m.bsd_timestamp == BsdTimestamp(10, 11, 22, 14, 15)
+    assert (m.hostname, m.app_name) == ("mymachine", "su")
+    assert m.msg == b"'su root' failed for lonvick on /dev/pts/8"
+
+
+def test_rfc3164_example_2_space_padded_day_no_tag():
+    m = parse(b"<13>Feb  5 17:32:18 10.0.0.99 Use the BFG!")
+    assert m.bsd_timestamp == BsdTimestamp(2, 5, 17, 32, 18)
+    assert m.hostname == "10.0.0.99"
+    assert m.msg == b"Use the BFG!"
+
+
+def test_rfc3164_example_3_tag_with_pid_like_text():
+    m = parse(b"<165>Aug 24 05:34:00 CST 1987 mymachine myproc[10]: %% It's time to make the do-nuts.")
+    assert m.hostname == "CST"  # as the RFC says, a relay cannot know better
+    assert m.header_error is None
+
+
+def test_rfc3164_tag_with_pid():
+    m = parse(b"<134>Mar 05 10:15:22 gw winroute[1234]: Engine: Startup.")
+    assert (m.hostname, m.app_name, m.procid, m.msg) == ("gw", "winroute", "1234", b"Engine: Startup.")
+    assert m.bsd_timestamp == BsdTimestamp(3, 5, 10, 15, 22)
+
+
+def test_rfc3164_without_hostname():
+    m = parse(b"<13>Mar  5 10:15:22 security: Engine: Startup.")
+    assert (m.hostname, m.app_name, m.msg) == (None, "security", b"Engine: Startup.")
+
+
+def test_rfc3164_without_tag_keeps_the_message_whole():
+    m = parse(b"<134>Mar  5 10:15:22 gw [05/Mar/2024 10:15:22] Engine: Startup.")
+    assert (m.hostname, m.app_name) == ("gw", None)
+    assert m.msg == b"[05/Mar/2024 10:15:22] Engine: Startup."
+
+
+def test_rfc3164_record_marker_taken_for_a_tag_is_still_in_content():
+    m = parse(b"<134>Mar  5 10:15:22 gw Engine: Startup.")
+    assert m.app_name == "Engine"
+    assert m.content == b"Engine: Startup."
+
+
+def test_rfc3164_with_iso_timestamp_as_rsyslog_forwards():
+    m = parse(b"<134>2026-11-25T10:15:22.123+01:00 gw security: Engine: Startup.")
+    assert m.dialect is Dialect.RFC3164
+    assert m.timestamp == datetime(2026, 11, 25, 10, 15, 22, 123000, tzinfo=timezone(timedelta(hours=1)))
+    assert (m.hostname, m.app_name, m.msg) == ("gw", "security", b"Engine: Startup.")
+
+
+@pytest.mark.parametrize("data, error", [
+    (b"Engine: Startup.", "missing PRI"),
+    (b"<>Engine", "missing PRI"),
+    (b"<1000>x", "missing PRI"),
+    (b"<192>x", "PRI out of range"),
+    (b"<13>", "missing or bad RFC 3164 timestamp"),
+    (b"<36>[05/Mar/2024 10:15:22] Authentication: x", "missing or bad RFC 3164 timestamp"),
+])
+def test_broken_pri_or_header_is_kept_as_content(data, error):
+    m = parse(data)
+    assert m.header_error == error
+    assert m.hostname is None
+    assert data.endswith(m.msg)
+
+
+def test_pri_only_is_kept():
+    m = parse(b"<13>")
+    assert m.facility is Facility.USER and m.msg == b""
+
+
+def test_invalid_utf8_is_carried_byte_for_byte():
+    m = parse(b"<14>1 - host app - - - caf\xe9 \xff\xfe")
+    assert m.msg == b"caf\xe9 \xff\xfe"
+
+
+@pytest.mark.parametrize("received, stamp, expected", [
+    # Sent just before midnight on Dec 31, received just after: last year.
+    (datetime(2027, 1, 1, 0, 0, 1, tzinfo=UTC), BsdTimestamp(12, 31, 23, 59, 59),
+     datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC)),
+    # A sender clock a little ahead, across the boundary the other way: next year.
+    (datetime(2026, 12, 31, 23, 59, 58, tzinfo=UTC), BsdTimestamp(1, 1, 0, 0, 2),
+     datetime(2027, 1, 1, 0, 0, 2, tzinfo=UTC)),
+    (datetime(2026, 6, 15, 12, 0, tzinfo=UTC), BsdTimestamp(6, 15, 11, 0, 0),
+     datetime(2026, 6, 15, 11, 0, tzinfo=UTC)),
+    # Feb 29 exists only in leap years.
+    (datetime(2029, 1, 1, tzinfo=UTC), BsdTimestamp(2, 29, 0, 0, 0),
+     datetime(2028, 2, 29, tzinfo=UTC)),
+])
+def test_bsd_year_nearest_the_receive_time(received, stamp, expected):
+    assert resolve_bsd(stamp, received, UTC) == expected
+
+
+def test_bsd_timestamp_in_the_senders_zone():
+    prague = ZoneInfo("Europe/Prague")
+    received = datetime(2026, 7, 1, 10, 0, tzinfo=UTC)
+    resolved = resolve_bsd(BsdTimestamp(7, 1, 12, 0, 0), received, prague)
+    assert resolved == datetime(2026, 7, 1, 10, 0, tzinfo=UTC)
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=300))
+def test_parser_never_raises_and_keeps_content(data):
+    m = parse(data)
+    assert m.msg in data or m.msg == data[data.find(b"\xef\xbb\xbf") + 3:]
+
+
+@settings(max_examples=300)
+@given(st.from_regex(rb"\A<\d{1,3}>(1 |[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d )?.{0,80}\Z"))
+def test_parser_never_raises_on_near_valid_headers(data):
+    parse(data)
