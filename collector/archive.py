@@ -100,12 +100,12 @@ class FileArchive(Service):
 
     def flush(self) -> None:
         """Write everything buffered; keep what could not be written for the next try."""
-        if self._failed:
-            retry, self._failed, self._failed_bytes = self._failed, OrderedDict(), 0
-            for key, lines in retry.items():
-                self._write(key, lines)
-        pending, self._pending = self._pending, {}
-        for key, lines in pending.items():
+        # Lines that failed before go first, in one write with the new ones.
+        batches, self._failed, self._failed_bytes = self._failed, OrderedDict(), 0
+        for key, lines in self._pending.items():
+            batches.setdefault(key, []).extend(lines)
+        self._pending = {}
+        for key, lines in batches.items():
             self._write(key, lines)
         current_day = self._days.day(self._clock.seconds())
         for key in [k for k in self._files if k[1] != current_day]:
