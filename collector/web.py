@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
-from twisted.web.resource import Resource
+from twisted.web.pages import notFound
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
 
@@ -36,8 +37,13 @@ class HealthResource(Resource):
         return b"ok\n"
 
 
+class _Root(Resource):
+    def getChild(self, path: bytes, request: Request) -> IResource:  # noqa: N802
+        return notFound()
+
+
 def root_resource(registry: CollectorRegistry) -> Resource:
-    root = Resource()
+    root = _Root()
     root.putChild(b"metrics", MetricsResource(registry))
     root.putChild(b"healthz", HealthResource())
     return root

@@ -16,3 +16,22 @@ def require_binary(name: str) -> str:
             pytest.fail(message + " (COLLECTOR_TESTS_REQUIRE_ALL=1)")
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(autouse=True)
+def clean_reactor():
+    """Fail a test that leaves delayed calls or listening sockets on the global reactor."""
+    from twisted.internet import reactor
+
+    calls_before = set(reactor.getDelayedCalls())
+    readers_before = set(reactor.getReaders())
+    yield
+    left_calls = [c for c in reactor.getDelayedCalls() if c not in calls_before and c.active()]
+    left_ports = [r for r in reactor.getReaders()
+                  if r not in readers_before and hasattr(r, "stopListening")]
+    for call in left_calls:
+        call.cancel()
+    for port in left_ports:
+        port.stopListening()
+    assert not left_calls, f"test left delayed calls behind: {left_calls}"
+    assert not left_ports, f"test left listening ports behind: {left_ports}"

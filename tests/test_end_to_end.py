@@ -1,6 +1,7 @@
 """A real ``twistd -n syslog-collector`` process, real sockets, the whole path."""
 
 import signal
+import socket
 import threading
 import time
 
@@ -99,3 +100,22 @@ def test_sigterm_during_a_tcp_burst_keeps_every_line(collector):
     assert len(archived) == len(set(archived)), "duplicated lines"
     assert archived == sent
     assert "Traceback" not in collector.log()
+
+
+def test_ipv6_listeners(tmp_path):
+    process = CollectorProcess(tmp_path, "--udp", "[::1]:0", "--tcp", "[::1]:0")
+    try:
+        assert "listening udp on ::1 port" in process.log()
+        message = b"<116>1 - fw-v6 security - - - Engine: Startup."
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.sendto(message, ("::1", process.ports["udp"]))
+        with socket.create_connection(("::1", process.ports["tcp"]), timeout=10) as sock:
+            sock.sendall(message + b"\n")
+        process.wait_for("syslog_collector_records_total", 2, host="fw-v6", type="engine_startup")
+        assert process.terminate() in (0, -signal.SIGTERM)
+        lines = (tmp_path / "archive" / "fw-v6").glob("*.log")
+        senders = {line.split(b" ")[1].rsplit(b":", 1)[0] for path in lines
+                   for line in path.read_bytes().splitlines()}
+        assert senders == {b"[::1]"}
+    finally:
+        process.kill()
