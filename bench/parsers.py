@@ -1,0 +1,119 @@
+"""Throughput of the pure parsing steps, and of the whole pipeline in-process.
+
+    python bench/parsers.py [--messages N] [--repeat R]
+
+Prints the median of R runs for each step, in messages per second, on a
+realistic mix of Kerio lines in both syslog dialects (bench/corpus.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from datetime import timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from prometheus_client import CollectorRegistry  # noqa: E402
+from twisted.internet.task import Clock  # noqa: E402
+
+from collector import syslog  # noqa: E402
+from collector.archive import FileArchive  # noqa: E402
+from collector.config import UnregisteredPolicy  # noqa: E402
+from collector.framing import StreamDecoder  # noqa: E402
+from collector.hosts import HostRegistry  # noqa: E402
+from collector.kerio import parse_record  # noqa: E402
+from collector.metrics import CollectorMetrics  # noqa: E402
+from collector.pipeline import Pipeline, Sender  # noqa: E402
+from collector.records import Transport  # noqa: E402
+from corpus import messages  # noqa: E402
+
+CHUNK = 64 * 1024
+
+
+def chunks(stream: bytes) -> list[bytes]:
+    return [stream[i:i + CHUNK] for i in range(0, len(stream), CHUNK)]
+
+
+def framing(stream_chunks: list[bytes]) -> int:
+    decoder = StreamDecoder()
+    return sum(len(decoder.feed(chunk)) for chunk in stream_chunks)
+
+
+def framing_and_header(stream_chunks: list[bytes]) -> int:
+    decoder = StreamDecoder()
+    parse = syslog.parse
+    count = 0
+    for chunk in stream_chunks:
+        for frame in decoder.feed(chunk):
+            parse(frame)
+            count += 1
+    return count
+
+
+def kerio(bodies: list[bytes]) -> int:
+    for body in bodies:
+        parse_record(body)
+    return len(bodies)
+
+
+def pipeline(stream_chunks: list[bytes], root: Path) -> int:
+    clock = Clock()
+    clock.advance(time.time())
+    metrics = CollectorMetrics(CollectorRegistry(), 1000)
+    archive = FileArchive(root, timezone.utc, 1.0, metrics, clock)
+    archive.startService()
+    line = Pipeline(hosts=HostRegistry((), UnregisteredPolicy.ACCEPT), archive=archive,
+                    metrics=metrics, clock=clock, syslog_timezone=timezone.utc)
+    decoder = StreamDecoder()
+    sender = Sender.from_address("127.0.0.1", 40000)
+    count = 0
+    for chunk in stream_chunks:
+        frames = decoder.feed(chunk)
+        line.receive(frames, sender, Transport.TCP)
+        count += len(frames)
+    archive.stopService()
+    return count
+
+
+def measure(step, *args, repeat: int) -> float:
+    rates = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        count = step(*args)
+        rates.append(count / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+
+    sample = messages(args.messages)
+    lf = chunks(b"".join(m + b"\n" for m in sample))
+    octet = chunks(b"".join(b"%d %s" % (len(m), m) for m in sample))
+    bodies = [syslog.parse(m).msg for m in sample]
+    print(f"{args.messages} messages, {args.repeat} runs each, median messages/s")
+    rows = [
+        ("framing, LF", measure(framing, lf, repeat=args.repeat)),
+        ("framing, octet-counted", measure(framing, octet, repeat=args.repeat)),
+        ("framing + syslog header, LF", measure(framing_and_header, lf, repeat=args.repeat)),
+        ("framing + syslog header, octet-counted", measure(framing_and_header, octet, repeat=args.repeat)),
+        ("Kerio record parse", measure(kerio, bodies, repeat=args.repeat)),
+    ]
+    with tempfile.TemporaryDirectory() as root:
+        rows.append(("whole pipeline in-process, LF, to disk",
+                     measure(pipeline, lf, Path(root), repeat=args.repeat)))
+    for name, rate in rows:
+        print(f"{name:45s} {rate:12,.0f}")
+
+
+if __name__ == "__main__":
+    main()
