@@ -5,6 +5,10 @@ by a timer on the injected clock, and once more when the service stops. A
 failed write is counted and logged, and its lines are kept for the next
 flush, up to ``retry_buffer_bytes``; past that the oldest are dropped and
 counted, so a full disk cannot exhaust memory.
+
+When the day changes, the previous day's files are closed; compression and
+retention (``archive_files.maintain``) then run in a thread, at start-up,
+after each change of day and every ``MAINTENANCE_INTERVAL`` seconds.
 """
 
 from __future__ import annotations
@@ -13,17 +17,28 @@ import os
 from collections import OrderedDict
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Callable, Protocol
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from collector.archive_files import MaintenanceReport, maintain
 from collector.archive_line import format_line, format_time
 from collector.metrics import CollectorMetrics
 
 RETRY_BUFFER_BYTES = 64 * 1024 * 1024
+MAINTENANCE_INTERVAL = 3600.0
+
+# Runs a blocking function away from the reactor thread: deferToThreadPool
+# in the server, a synchronous call in unit tests.
+RunInThread = Callable[..., "Deferred[Any]"]
+
+
+def run_synchronously(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
+    return succeed(function(*args, **kwargs))
 
 
 class Archive(Protocol):
@@ -63,6 +78,10 @@ class FileArchive(Service):
         fsync: bool = False,
         max_open_files: int = 256,
         retry_buffer_bytes: int = RETRY_BUFFER_BYTES,
+        compress: bool = True,
+        retention_days: int = 0,
+        max_host_bytes: int = 0,
+        run_in_thread: RunInThread = run_synchronously,
     ) -> None:
         self.root = root
         self._days = _DayClock(zone)
@@ -76,19 +95,77 @@ class FileArchive(Service):
         self._failed: OrderedDict[tuple[str, str], list[bytes]] = OrderedDict()
         self._failed_bytes = 0
         self._files: OrderedDict[tuple[str, str], BinaryIO] = OrderedDict()
+        self._compress = compress
+        self._retention_days = retention_days
+        self._max_host_bytes = max_host_bytes
+        self._run_in_thread = run_in_thread
+        self._maintenance: Deferred[None] | None = None
+        self._current_day = ""
         self._flusher = LoopingCall(self.flush)
         self._flusher.clock = clock
+        self._maintainer = LoopingCall(self.maintain)
+        self._maintainer.clock = clock
 
     def startService(self) -> None:
         super().startService()
+        self._current_day = self._days.day(self._clock.seconds())
         self._flusher.start(self._flush_interval, now=False)
+        self._maintainer.start(MAINTENANCE_INTERVAL, now=True)
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None]:
         super().stopService()
-        if self._flusher.running:
-            self._flusher.stop()
+        for loop in (self._flusher, self._maintainer):
+            if loop.running:
+                loop.stop()
+        done: Deferred[None] = Deferred()
+
+        def finish(_: object = None) -> None:
+            self.flush()
+            self._close_all()
+            done.callback(None)
+
+        if self._maintenance is None:
+            finish()
+        else:
+            self._maintenance.addBoth(finish)
+        return done
+
+    def reopen(self) -> None:
+        """Write what is buffered, then close every file: the next writes
+        open them again by name (for tools that move archive files away)."""
         self.flush()
         self._close_all()
+
+    def maintain(self) -> None:
+        """Compress closed days and apply retention, in a thread; one run at a time."""
+        if self._maintenance is not None:
+            return
+        today = self._days.day(self._clock.seconds())
+        job = self._run_in_thread(
+            maintain, self.root, today, compress_closed=self._compress,
+            retention_days=self._retention_days, max_host_bytes=self._max_host_bytes)
+        job.addCallbacks(self._maintained, self._maintenance_failed)
+        job.addBoth(self._maintenance_ended)
+        if not job.called:
+            self._maintenance = job
+
+    def _maintenance_ended(self, _: object) -> None:
+        self._maintenance = None
+
+    def _maintained(self, report: MaintenanceReport) -> None:
+        metrics = self._metrics
+        metrics.archive_files_compressed.inc(len(report.compressed))
+        metrics.archive_files_deleted.labels(reason="age").inc(len(report.deleted_by_age))
+        metrics.archive_files_deleted.labels(reason="size").inc(len(report.deleted_by_size))
+        for path in report.deleted_by_age + report.deleted_by_size:
+            self.log.info("retention removed {path}", path=str(path))
+        for error in report.errors:
+            metrics.archive_write_errors.inc()
+            self.log.error("archive maintenance: {error}", error=error)
+
+    def _maintenance_failed(self, failure: Any) -> None:
+        self._metrics.archive_write_errors.inc()
+        self.log.failure("archive maintenance failed", failure)
 
     def append(self, host: str, received_at: float, sender: bytes, message: bytes) -> None:
         key = (host, self._days.day(received_at))
@@ -100,16 +177,23 @@ class FileArchive(Service):
 
     def flush(self) -> None:
         """Write everything buffered; keep what could not be written for the next try."""
+        current_day = self._days.day(self._clock.seconds())
         # Lines that failed before go first, in one write with the new ones.
         batches, self._failed, self._failed_bytes = self._failed, OrderedDict(), 0
         for key, lines in self._pending.items():
             batches.setdefault(key, []).extend(lines)
         self._pending = {}
         for key, lines in batches.items():
-            self._write(key, lines)
-        current_day = self._days.day(self._clock.seconds())
+            if self._maintenance is not None and key[1] != current_day:
+                # A past day may be being compressed: write its lines after that.
+                self._pending[key] = lines
+            else:
+                self._write(key, lines)
         for key in [k for k in self._files if k[1] != current_day]:
             self._close(key)
+        if current_day != self._current_day:
+            self._current_day = current_day
+            self.maintain()
 
     def _write(self, key: tuple[str, str], lines: list[bytes]) -> None:
         data = b"".join(lines)

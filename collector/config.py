@@ -98,6 +98,13 @@ def _positive_int(value: object) -> int:
     return number
 
 
+def _non_negative_int(value: object) -> int:
+    number: int = _typed(int, "an integer, 0 or more")(value)
+    if number < 0:
+        raise ValueError(f"expected an integer, 0 or more, got {number}")
+    return number
+
+
 def _positive_seconds(value: object) -> float:
     number = _typed((int, float), "a number of seconds")(value)
     if not number > 0:
@@ -152,6 +159,11 @@ class ArchiveSettings:
         1.0, _positive_seconds, "buffered lines are written at least this often")
     fsync: bool = _setting(False, _typed(bool, "true or false"), "fsync archive files after each flush")
     max_open_files: int = _setting(256, _positive_int, "archive files kept open at once (LRU)")
+    compress: bool = _setting(True, _typed(bool, "true or false"), "gzip closed days' files")
+    retention_days: int = _setting(
+        0, _non_negative_int, "days kept before today; older files are removed (0: keep all)")
+    max_host_bytes: int = _setting(
+        0, _non_negative_int, "bound on each host's files, oldest removed first (0: no bound)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,11 @@ class CollectorMetrics:
         self.archive_write_errors = counter(
             "archive_write_errors_total", "Failed writes to archive files (the lines are retried)")
         self.archive_open_files = gauge("archive_open_files", "Archive files held open")
+        self.archive_files_compressed = counter(
+            "archive_files_compressed_total", "Closed days' archive files compressed with gzip")
+        self.archive_files_deleted = counter(
+            "archive_files_deleted_total", "Archive files removed by retention, by reason (age, size)",
+            ("reason",))
         self.dropped = counter(
             "dropped_messages_total", "Received messages lost, by reason", ("reason",))
 

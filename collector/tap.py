@@ -8,6 +8,7 @@ fake one.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
@@ -114,6 +116,8 @@ class CollectorService(MultiService):
     input (TCP connections draining first) before the archive's final flush.
     """
 
+    log = Logger()
+
     def __init__(self, registry: CollectorRegistry, metrics: CollectorMetrics,
                  pipeline: Pipeline, archive: FileArchive) -> None:
         super().__init__()
@@ -121,6 +125,27 @@ class CollectorService(MultiService):
         self.metrics = metrics
         self.pipeline = pipeline
         self.archive = archive
+
+    def reload(self, config_path: str | None) -> None:
+        """Reopen the archive files and re-read the firewall registry.
+
+        Listeners and TCP connections stay as they are; other settings take
+        effect at the next start. A config that no longer validates is
+        refused, and the registry in use is kept.
+        """
+        self.archive.reopen()
+        if config_path is None:
+            self.log.info("reopened the archive files (no config file to re-read)")
+            return
+        try:
+            config = configuration.load(config_path)
+        except ConfigError as e:
+            self.log.error("reload refused, keeping the firewall registry in use: "
+                           "configuration error: {error}", error=str(e))
+            return
+        self.pipeline.hosts = HostRegistry(config.firewalls, config.hosts.unregistered)
+        self.log.info("reopened the archive files and reloaded {count} firewall(s) from {path}",
+                      count=len(config.firewalls), path=config_path)
 
     def stopService(self) -> Deferred[None]:  # noqa: N802
         Service.stopService(self)
@@ -134,12 +159,36 @@ def _stop_child(_: object, child: IService) -> Deferred[None]:
     return maybeDeferred(child.stopService)
 
 
+class ReloadOnHangup(Service):
+    """SIGHUP reloads the collector (see ``CollectorService.reload``)."""
+
+    def __init__(self, collector: CollectorService, config_path: str | None, reactor: Any) -> None:
+        self._collector = collector
+        self._config_path = config_path
+        self._reactor = reactor
+        self._previous: Any = None
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        self._previous = signal.signal(signal.SIGHUP, self._hangup)
+
+    def stopService(self) -> None:  # noqa: N802
+        super().stopService()
+        signal.signal(signal.SIGHUP, self._previous)
+
+    def _hangup(self, signum: int, frame: Any) -> None:
+        # Signal handlers run between bytecodes: do the work in the reactor loop.
+        self._reactor.callFromThread(self._collector.reload, self._config_path)
+
+
 def makeService(options: Options, reactor: Any = None) -> CollectorService:  # noqa: N802
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    return build(options.config, reactor)
+    service = build(options.config, reactor)
+    ReloadOnHangup(service, options["config"], reactor).setServiceParent(service)
+    return service
 
 
 def build(config: Config, reactor: Any) -> CollectorService:
@@ -150,6 +199,9 @@ def build(config: Config, reactor: Any) -> CollectorService:
         config.archive.dir, config.archive.timezone, config.archive.flush_interval_seconds,
         metrics, reactor,
         fsync=config.archive.fsync, max_open_files=config.archive.max_open_files,
+        compress=config.archive.compress, retention_days=config.archive.retention_days,
+        max_host_bytes=config.archive.max_host_bytes,
+        run_in_thread=lambda f, *a, **k: deferToThreadPool(reactor, reactor.getThreadPool(), f, *a, **k),
     )
     pipeline = Pipeline(
         hosts=HostRegistry(config.firewalls, config.hosts.unregistered),

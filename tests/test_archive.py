@@ -1,4 +1,5 @@
 import errno
+import gzip
 import shutil
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
@@ -31,7 +32,8 @@ def make_archive(tmp_path, registry, clock, **kwargs):
 
 
 def read(path):
-    return [parse_line(line).message for line in path.read_bytes().splitlines(keepends=True)]
+    data = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+    return [parse_line(line).message for line in data.splitlines(keepends=True)]
 
 
 def value(registry, name, **labels):
@@ -74,9 +76,11 @@ def test_a_new_file_each_day_and_yesterdays_file_is_closed(tmp_path, registry):
     archive.append("gw", clock.seconds(), SENDER, b"after midnight")
     clock.advance(1)
     root = tmp_path / "archive" / "gw"
-    assert read(root / "2026-11-25.log") == [b"before midnight"]
+    assert read(root / "2026-11-25.log.gz") == [b"before midnight"]
+    assert not (root / "2026-11-25.log").exists()
     assert read(root / "2026-11-26.log") == [b"after midnight"]
     assert value(registry, "syslog_collector_archive_open_files") == 1
+    assert value(registry, "syslog_collector_archive_files_compressed_total") == 1
     archive.stopService()
 
 
@@ -159,3 +163,128 @@ def test_removed_directories_are_recreated(tmp_path, registry):
     clock.advance(1)
     assert read(tmp_path / "archive" / "gw" / "2026-11-25.log") == [b"second"]
     archive.stopService()
+
+
+def write_day(root, host, day, lines):
+    directory = root / host
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{day}.log"
+    path.write_bytes(b"".join(b"2026-01-01T00:00:00.000000Z 192.0.2.1:1 %s\n" % line for line in lines))
+    return path
+
+
+def test_start_compresses_closed_days_and_redoes_interrupted_compressions(tmp_path, registry):
+    root = tmp_path / "archive"
+    write_day(root, "gw", "2026-11-20", [b"old"])
+    interrupted = write_day(root, "gw", "2026-11-21", [b"interrupted"])
+    interrupted.with_name("2026-11-21.log.gz.partial").write_bytes(b"\x1f\x8b half a file")
+    write_day(root, "gw", "2026-11-25", [b"today"])
+    clock = Clock()
+    clock.advance(NOON)
+    archive = make_archive(tmp_path, registry, clock)
+    names = sorted(p.name for p in (root / "gw").iterdir())
+    assert names == ["2026-11-20.log.gz", "2026-11-21.log.gz", "2026-11-25.log"]
+    assert read(root / "gw" / "2026-11-21.log.gz") == [b"interrupted"]
+    assert value(registry, "syslog_collector_archive_files_compressed_total") == 2
+    archive.stopService()
+
+
+def test_late_lines_for_a_compressed_day_become_a_further_gzip_member(tmp_path, registry):
+    root = tmp_path / "archive"
+    write_day(root, "gw", "2026-11-20", [b"first"])
+    clock = Clock()
+    clock.advance(NOON)
+    archive = make_archive(tmp_path, registry, clock)
+    write_day(root, "gw", "2026-11-20", [b"late"])
+    archive.maintain()
+    assert read(root / "gw" / "2026-11-20.log.gz") == [b"first", b"late"]
+    archive.stopService()
+
+
+def test_retention_by_age(tmp_path, registry):
+    root = tmp_path / "archive"
+    for day in ("2026-11-20", "2026-11-21", "2026-11-22", "2026-11-25"):
+        write_day(root, "gw", day, [day.encode()])
+    clock = Clock()
+    clock.advance(NOON)
+    archive = make_archive(tmp_path, registry, clock, retention_days=3)
+    names = sorted(p.name for p in (root / "gw").iterdir())
+    assert names == ["2026-11-22.log.gz", "2026-11-25.log"]
+    assert value(registry, "syslog_collector_archive_files_deleted_total", reason="age") == 2
+    archive.stopService()
+
+
+def test_retention_by_size_removes_oldest_first_never_today(tmp_path, registry):
+    root = tmp_path / "archive"
+    for day in ("2026-11-22", "2026-11-23", "2026-11-24"):
+        write_day(root, "gw", day, [b"x" * 5000])
+    write_day(root, "gw", "2026-11-25", [b"y" * 20000])
+    write_day(root, "other", "2026-11-22", [b"small"])
+    clock = Clock()
+    clock.advance(NOON)
+    archive = make_archive(tmp_path, registry, clock, compress=False, max_host_bytes=26000)
+    assert sorted(p.name for p in (root / "gw").iterdir()) == ["2026-11-24.log", "2026-11-25.log"]
+    assert (root / "other" / "2026-11-22.log").exists()
+    assert value(registry, "syslog_collector_archive_files_deleted_total", reason="size") == 2
+    # Today's file alone over the bound is kept.
+    archive.stopService()
+
+
+def test_maintenance_runs_hourly(tmp_path, registry):
+    clock = Clock()
+    clock.advance(NOON)
+    archive = make_archive(tmp_path, registry, clock, retention_days=1)
+    write_day(tmp_path / "archive", "gw", "2026-11-01", [b"expired"])
+    clock.advance(3600)
+    assert not (tmp_path / "archive" / "gw" / "2026-11-01.log").exists()
+    assert not (tmp_path / "archive" / "gw" / "2026-11-01.log.gz").exists()
+    archive.stopService()
+
+
+def test_lines_for_past_days_wait_while_maintenance_runs(tmp_path, registry):
+    from twisted.internet.defer import Deferred
+
+    jobs = []
+
+    def run_later(function, *args, **kwargs):
+        d = Deferred()
+        jobs.append((d, function, args, kwargs))
+        return d
+
+    clock = Clock()
+    clock.advance(NOON + 12 * 3600 - 1.5)  # 23:59:58.5
+    archive = make_archive(tmp_path, registry, clock, run_in_thread=run_later)
+    start_job = jobs.pop()
+    start_job[0].callback(start_job[1](*start_job[2], **start_job[3]))
+    archive.append("gw", clock.seconds(), SENDER, b"yesterday 1")
+    clock.advance(2)  # midnight passed: the day's maintenance starts and is still running
+    d, function, args, kwargs = jobs.pop()
+    # A line stamped before midnight (a clock stepped back) arrives now.
+    archive.append("gw", clock.seconds() - 1.5, SENDER, b"yesterday 2")
+    clock.advance(1)
+    path = tmp_path / "archive" / "gw" / "2026-11-25.log"
+    assert read(path) == [b"yesterday 1"]  # held back, not written under the compressor
+    d.callback(function(*args, **kwargs))
+    stopped = []
+    archive.stopService().addCallback(stopped.append)
+    assert stopped == [None]
+    gz = tmp_path / "archive" / "gw" / "2026-11-25.log.gz"
+    assert read(gz) == [b"yesterday 1"]
+    assert read(path) == [b"yesterday 2"]
+
+
+def test_stop_waits_for_running_maintenance(tmp_path, registry):
+    from twisted.internet.defer import Deferred
+
+    pending = Deferred()
+    clock = Clock()
+    clock.advance(NOON)
+    archive = make_archive(tmp_path, registry, clock, run_in_thread=lambda *a, **k: pending)
+    archive.append("gw", clock.seconds(), SENDER, b"x")
+    stopped = []
+    archive.stopService().addCallback(stopped.append)
+    assert stopped == []
+    from collector.archive_files import MaintenanceReport
+    pending.callback(MaintenanceReport())
+    assert stopped == [None]
+    assert read(tmp_path / "archive" / "gw" / "2026-11-25.log") == [b"x"]

@@ -18,12 +18,24 @@ class FakeUDPPort:
         return succeed(None)
 
 
+class SynchronousThreadPool:
+    def callInThreadWithCallback(self, on_result, function, *args, **kwargs):
+        on_result(True, function(*args, **kwargs))
+
+
 class MemoryReactor(MemoryReactorClock):
-    """MemoryReactorClock records listenTCP; this records listenUDP too."""
+    """MemoryReactorClock records listenTCP; this records listenUDP too, and
+    runs "threads" synchronously."""
 
     def __init__(self):
         super().__init__()
         self.udpServers = []
+
+    def getThreadPool(self):
+        return SynchronousThreadPool()
+
+    def callFromThread(self, function, *args, **kwargs):
+        function(*args, **kwargs)
 
     def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
         self.udpServers.append((port, protocol, interface, maxPacketSize))
