@@ -26,7 +26,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from collector.archive_files import MaintenanceReport, maintain
-from collector.archive_line import format_line, format_time
+from collector.archive_line import TORN_MARKER, format_line, format_time
 from collector.metrics import CollectorMetrics
 
 RETRY_BUFFER_BYTES = 64 * 1024 * 1024
@@ -235,12 +235,22 @@ class FileArchive(Service):
         host, day = key
         directory = self.root / host
         directory.mkdir(parents=True, exist_ok=True)
-        file = open(directory / f"{day}.log", "ab")
+        file = open(directory / f"{day}.log", "a+b")  # readable, to check its last byte
+        self._mark_torn_line(file, key)
         self._files[key] = file
         while len(self._files) > self._max_open_files:
             self._close(next(iter(self._files)))
         self._metrics.archive_open_files.set(len(self._files))
         return file
+
+    def _mark_torn_line(self, file: BinaryIO, key: tuple[str, str]) -> None:
+        """After a crash the file may end in the middle of a line: end it and mark it."""
+        size = os.fstat(file.fileno()).st_size
+        if size and os.pread(file.fileno(), 1, size - 1) != b"\n":
+            file.write(b"\n" + TORN_MARKER + b"\n")
+            file.flush()
+            self.log.warn("the archive of {host} for {day} ended in a torn line (a crash?); marked it",
+                          host=key[0], day=key[1])
 
     def _close(self, key: tuple[str, str]) -> None:
         file = self._files.pop(key, None)

@@ -7,6 +7,10 @@ port, and the message bytes exactly as received, escaped so that the line
 holds no LF: backslash, LF, CR and NUL become ``\\\\``, ``\\n``, ``\\r``,
 ``\\0``, and each byte that is not part of valid UTF-8 becomes ``\\xHH``.
 Plain ASCII lines, the common case, are written unchanged.
+
+A line cut short by a crash is followed, when the file is next opened for
+writing, by a line holding only ``TORN_MARKER``, which no archive line can
+be: readers skip the line before it and report it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+
+TORN_MARKER = b"#torn-line-above"
 
 _SPECIAL = re.compile(rb"[\\\n\r\x00]")
 _ESCAPES = {b"\\": b"\\\\", b"\n": b"\\n", b"\r": b"\\r", b"\x00": b"\\0"}

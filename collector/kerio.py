@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import datetime
 from ipaddress import IPv4Address, ip_address
 
+from collector.syslog import SyslogMessage
 from collector.records import (
     UNKNOWN,
     AntiSpoofing,
@@ -34,8 +35,7 @@ from collector.records import (
     RecordType,
 )
 
-# The first word of each record type. An RFC 3164 sender that puts no TAG
-# before the record makes this word look like one.
+# The first word of each record type.
 MARKER_TAGS = frozenset({"Anti-Spoofing", "Authentication", "Engine", "FTP", "IPS"})
 
 _LEADING_JUNK = (b"\xef\xbb\xbf", b"\xef\xbf\xbd")  # BOM, or U+FFFD from a relay
@@ -111,6 +111,17 @@ _IPS_SEVERITIES = {s.value: s for s in IpsSeverity}
 
 _PROTOCOLS = {"tcp": Protocol.TCP, "udp": Protocol.UDP, "icmp": Protocol.ICMP,
               "icmpv6": Protocol.ICMP, "ipv6-icmp": Protocol.ICMP}
+
+
+def record_in(message: SyslogMessage) -> Record:
+    """The record a syslog message carries.
+
+    An RFC 3164 sender that writes no TAG makes a record's marker look like
+    one ("Engine: Startup."): then the record is read from the TAG on.
+    """
+    if message.app_name in MARKER_TAGS and message.content is not None:
+        return parse_record(message.content)
+    return parse_record(message.msg)
 
 
 def parse_record(message: bytes) -> Record:

@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from collector import syslog
 from collector.archive import Archive
 from collector.hosts import HostRegistry, normalize_ip
-from collector.kerio import MARKER_TAGS, parse_record
+from collector.kerio import record_in
 from collector.config import Firewall
 from collector.metrics import CollectorMetrics, HostMetrics
 from collector.records import RecordType, Transport
@@ -92,11 +92,7 @@ class Pipeline:
             if message.header_error is not None:
                 metrics.header_parse_errors.inc()
             host = resolve(sender.ip, message.hostname)
-            # RFC 3164 senders with no TAG make a record's marker look like one.
-            if message.app_name in MARKER_TAGS and message.content is not None:
-                record = parse_record(message.content)
-            else:
-                record = parse_record(message.msg)
+            record = record_in(message)
             append(host.name, received_at, sender.text, raw)
             host_metrics = metrics.host(host.name)
             host_metrics.records[record.type].inc()

@@ -1,3 +1,4 @@
+import builtins
 import errno
 import gzip
 import shutil
@@ -109,21 +110,28 @@ def test_open_files_stay_under_the_cap(tmp_path, registry):
 
 
 class FailingFile:
-    def __init__(self, error):
+    """A real archive file whose writes fail, as on a full or broken disk."""
+
+    def __init__(self, path, mode, error):
+        self.file = builtins.open(path, mode)
         self.error = error
 
     def write(self, data):
         raise OSError(self.error, "injected")
 
-    def close(self):
-        pass
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+
+def failing_open(error):
+    return lambda path, mode: FailingFile(path, mode, error)
 
 
 def test_disk_full_keeps_lines_and_writes_them_once_it_recovers(tmp_path, registry, monkeypatch):
     clock = Clock()
     clock.advance(NOON)
     archive = make_archive(tmp_path, registry, clock)
-    monkeypatch.setattr(collector.archive, "open", lambda *a, **k: FailingFile(errno.ENOSPC), raising=False)
+    monkeypatch.setattr(collector.archive, "open", failing_open(errno.ENOSPC), raising=False)
     archive.append("gw", clock.seconds(), SENDER, b"kept 1")
     clock.advance(1)
     archive.append("gw", clock.seconds(), SENDER, b"kept 2")
@@ -141,7 +149,7 @@ def test_retry_buffer_is_bounded_and_overflow_counted(tmp_path, registry, monkey
     clock.advance(NOON)
     line_size = len(b"2026-11-25T12:00:00.000000Z 192.0.2.1:514 msg 0\n")
     archive = make_archive(tmp_path, registry, clock, retry_buffer_bytes=3 * line_size)
-    monkeypatch.setattr(collector.archive, "open", lambda *a, **k: FailingFile(errno.EIO), raising=False)
+    monkeypatch.setattr(collector.archive, "open", failing_open(errno.EIO), raising=False)
     for n in range(5):
         archive.append("gw", clock.seconds(), SENDER, b"msg %d" % n)
     clock.advance(1)

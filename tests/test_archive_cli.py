@@ -1,0 +1,169 @@
+import gzip
+import json
+import os
+import pty
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import pytest
+from prometheus_client import CollectorRegistry
+from twisted.internet.task import Clock
+
+from collector.archive import FileArchive
+from collector.archive_line import TORN_MARKER
+from collector.cli import main
+from collector.framing import StreamDecoder
+from collector.metrics import CollectorMetrics
+from collector_process import REPO
+
+DAY1 = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc).timestamp()
+SENDER = b"192.0.2.1:514"
+AUTH = b"<116>1 - gw security - - - Authentication: Admin: Client: 192.0.2.9: wrong password"
+ENGINE = b"<116>1 - gw security - - - Engine: Startup."
+ODD = b"<116>1 - gw security - - - two\nlines and \xff and \\"
+
+
+@pytest.fixture
+def root(tmp_path):
+    """gw: Nov 24 (compressed) and Nov 25 (open .log); fw2: Nov 25."""
+    clock = Clock()
+    clock.advance(DAY1)
+    archive = FileArchive(tmp_path / "archive", timezone.utc, 1.0,
+                          CollectorMetrics(CollectorRegistry(), 100), clock)
+    archive.startService()
+    archive.append("gw", clock.seconds(), SENDER, AUTH)
+    archive.append("gw", clock.seconds() + 1, SENDER, ENGINE)
+    clock.advance(86400)
+    archive.append("gw", clock.seconds(), SENDER, ODD)
+    archive.append("fw2", clock.seconds(), SENDER, ENGINE)
+    clock.advance(1)
+    archive.stopService()
+    return tmp_path / "archive"
+
+
+def run(capsysbinary, *args):
+    status = main(list(args))
+    out, err = capsysbinary.readouterr()
+    return status, out, err.decode()
+
+
+def test_hosts(root, capsysbinary):
+    status, out, _ = run(capsysbinary, "archive", "hosts", "--archive-dir", str(root))
+    assert status == 0
+    lines = out.decode().splitlines()
+    assert lines[0].split()[:3] == ["HOST", "FIRST", "DAY"]
+    assert lines[1].split()[:4] == ["fw2", "2026-11-25", "2026-11-25", "1"]
+    assert lines[2].split()[:4] == ["gw", "2026-11-24", "2026-11-25", "2"]
+
+
+def test_cat_text_reads_gz_and_log_in_order(root, capsysbinary):
+    assert sorted(p.name for p in (root / "gw").iterdir()) == ["2026-11-24.log.gz", "2026-11-25.log"]
+    status, out, _ = run(capsysbinary, "archive", "cat", "gw", "--archive-dir", str(root))
+    assert status == 0
+    assert out.splitlines() == [AUTH, ENGINE, b"<116>1 - gw security - - - two\\nlines and \\xff and \\\\"]
+
+
+def test_cat_octet_replays_the_exact_bytes(root, capsysbinary):
+    status, out, _ = run(capsysbinary, "archive", "cat", "gw", "--archive-dir", str(root), "--format", "octet")
+    assert status == 0
+    assert StreamDecoder().feed(out) == [AUTH, ENGINE, ODD]
+
+
+def test_cat_json_with_type_filter(root, capsysbinary):
+    status, out, _ = run(capsysbinary, "archive", "cat", "gw", "--archive-dir", str(root),
+                         "--format", "json", "--type", "auth_failure")
+    assert status == 0
+    (line,) = out.splitlines()
+    record = json.loads(line)
+    assert record["type"] == "auth_failure"
+    assert record["host"] == "gw" and record["sender"] == "192.0.2.1:514"
+    assert record["received_at"] == "2026-11-24T10:00:00.000000Z"
+    assert record["record"]["service"] == "admin"
+    assert record["record"]["client"] == "192.0.2.9"
+    assert record["record"]["reason_class"] == "wrong_password"
+    assert record["syslog"]["hostname"] == "gw"
+
+
+def test_cat_time_window(root, capsysbinary):
+    status, out, _ = run(capsysbinary, "archive", "cat", "gw", "--archive-dir", str(root),
+                         "--since", "2026-11-24T10:00:00.5Z", "--until", "2026-11-25")
+    assert (status, out.splitlines()) == (0, [ENGINE])
+
+
+def test_archive_root_from_config(root, tmp_path, capsysbinary):
+    config = tmp_path / "c.toml"
+    config.write_text(f'[archive]\ndir = "{root}"\n')
+    status, out, _ = run(capsysbinary, "archive", "cat", "fw2", "--config", str(config))
+    assert (status, out.splitlines()) == (0, [ENGINE])
+
+
+def test_unknown_host(root, capsysbinary):
+    status, _, err = run(capsysbinary, "archive", "cat", "nope", "--archive-dir", str(root))
+    assert status == 1
+    assert "no archive for host 'nope'" in err and "fw2, gw" in err
+
+
+def test_bad_time(root, capsysbinary):
+    with pytest.raises(SystemExit) as exit_status:
+        main(["archive", "cat", "gw", "--archive-dir", str(root), "--since", "last tuesday"])
+    assert exit_status.value.code == 2
+    assert "bad time 'last tuesday'" in capsysbinary.readouterr().err.decode()
+
+
+def test_corrupt_gz_prints_what_is_readable_and_reports(root, capsysbinary):
+    gz = root / "gw" / "2026-11-24.log.gz"
+    data = gz.read_bytes()
+    whole = gzip.decompress(data)
+    # A gzip stream cut short: the first line is still recoverable.
+    gz.write_bytes(gzip.compress(whole + b"x" * 100000, compresslevel=0)[:len(whole) + 200])
+    status, out, err = run(capsysbinary, "archive", "cat", "gw", "--archive-dir", str(root))
+    assert status == 1
+    assert out.splitlines()[0] == AUTH
+    assert out.splitlines()[-1].startswith(b"<116>1 - gw security - - - two")
+    assert "damaged archive" in err and "2026-11-24.log.gz" in err
+
+
+def test_torn_line_is_marked_on_reopen_and_skipped_by_readers(root, capsysbinary):
+    log = root / "gw" / "2026-11-25.log"
+    with open(log, "ab") as file:
+        file.write(b"2026-11-25T10:00:02.000000Z 192.0.2.1:514 <116>1 - gw security - - - cut sh")
+    clock = Clock()
+    clock.advance(DAY1 + 86400 + 5)
+    archive = FileArchive(root, timezone.utc, 1.0, CollectorMetrics(CollectorRegistry(), 100), clock)
+    archive.startService()
+    archive.append("gw", clock.seconds(), SENDER, ENGINE)
+    archive.stopService()
+    assert log.read_bytes().splitlines()[-2] == TORN_MARKER
+    status, out, err = run(capsysbinary, "archive", "cat", "gw", "--archive-dir", str(root),
+                           "--since", "2026-11-25")
+    assert status == 1
+    assert out.splitlines()[-1] == ENGINE
+    assert b"cut sh" not in out
+    assert "cut short by a crash" in err
+
+
+def test_progress_bar_on_a_terminal(root, tmp_path):
+    # Enough data that reading takes a few progress updates.
+    big = root / "big"
+    big.mkdir()
+    line = b"2026-11-25T10:00:00.000000Z 192.0.2.1:514 " + b"x" * 200 + b"\n"
+    (big / "2026-11-25.log").write_bytes(line * 60000)
+    controller, terminal = pty.openpty()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, "-m", "collector.cli", "archive", "cat", "big",
+                             "--archive-dir", str(root), "--format", "octet"],
+                            stdout=subprocess.DEVNULL, stderr=terminal, env=env, timeout=60)
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    assert result.returncode == 0
+    assert b"%" in shown and b"MB" in shown
