@@ -146,6 +146,8 @@ class ListenSettings:
         "9514", parse_listen_address, "HTTP: /metrics and /healthz")
     max_frame_bytes: int = _setting(
         65536, _positive_int, "longer messages are truncated to this and counted")
+    udp_receive_buffer_bytes: int = _setting(
+        8 * 1024 * 1024, _positive_int, "SO_RCVBUF of the UDP socket: room for bursts")
     drain_seconds: float = _setting(
         5.0, _positive_seconds, "at shutdown, how long open TCP connections may keep sending")
 
@@ -182,6 +184,8 @@ class HostSettings:
 class MetricsSettings:
     max_hosts: int = _setting(
         1000, _positive_int, "distinct host label values; past it, hosts are counted as 'other'")
+    max_interfaces_per_host: int = _setting(
+        20, _positive_int, "distinct anti-spoofing interface label values per host; then 'other'")
 
 
 _HOST_NAME = re.compile(r"[a-z0-9][a-z0-9._:-]{0,62}")

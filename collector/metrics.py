@@ -1,27 +1,49 @@
 """Every Prometheus metric the collector exports, owned by one object.
 
 The registry is passed in, never the global one, so tests build their own.
-Per-host label children are resolved once, when a host is first seen, and
-kept in ``HostMetrics``: the hot path never calls ``labels()``.
+Per-host label children are resolved once, when a host (or a new label
+combination of it) is first seen, and kept in ``HostMetrics``: the hot path
+never calls ``labels()`` for what it has seen before.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
 
-from collector.records import RecordType, Transport
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from collector.records import (
+    AntiSpoofing,
+    AuthFailure,
+    FtpAttack,
+    FtpKind,
+    IpsEvent,
+    Record,
+    RecordType,
+    Transport,
+)
 
 PREFIX = "syslog_collector_"
-OTHER_HOST = "other"
+OTHER = "other"
+OTHER_HOST = OTHER
 
 
 class HostMetrics:
     """The label children of one host."""
 
-    __slots__ = ("records", "received_messages", "received_bytes", "last_message",
-                 "hostname_mismatches", "clock_skew", "next_skew_check")
+    __slots__ = ("host", "records", "received_messages", "received_bytes", "last_message",
+                 "hostname_mismatches", "clock_skew", "next_skew_check", "engine_starts",
+                 "engine_shutdowns", "engine_last_start", "ftp_attacks", "_metrics", "_details",
+                 "_interfaces")
 
     def __init__(self, metrics: CollectorMetrics, host: str) -> None:
+        self.host = host
+        self._metrics = metrics
         self.records = {t: metrics.records.labels(host=host, type=t.value) for t in RecordType}
         self.received_messages = {
             t: metrics.received_messages.labels(host=host, transport=t.value) for t in Transport}
@@ -31,12 +53,77 @@ class HostMetrics:
         self.hostname_mismatches = metrics.hostname_mismatches.labels(host=host)
         self.clock_skew = metrics.clock_skew.labels(host=host)
         self.next_skew_check = 0.0
+        self.engine_starts = metrics.engine_events.labels(host=host, event="startup")
+        self.engine_shutdowns = metrics.engine_events.labels(host=host, event="shutdown")
+        self.engine_last_start = metrics.engine_last_start.labels(host=host)
+        self.ftp_attacks = {k: metrics.ftp_attacks.labels(host=host, kind=k.value) for k in FtpKind}
+        # Children of the metrics with more labels, made on first use.
+        self._details: dict[tuple[Any, ...], Any] = {}
+        self._interfaces: set[str] = set()
+
+    def record(self, record: Record, received_at: float) -> None:
+        """Count one record: its type, and the breakdown its type has."""
+        record_type = record.type
+        self.records[record_type].inc()
+        if record_type is RecordType.UNKNOWN:
+            return
+        if record_type is RecordType.ANTI_SPOOFING:
+            assert isinstance(record, AntiSpoofing)
+            interface = self._interface(record.interface)
+            self._child("anti_spoofing", interface, record.direction, record.protocol).inc()
+        elif record_type is RecordType.AUTH_FAILURE:
+            assert isinstance(record, AuthFailure)
+            self._child("auth", record.service, record.reason_class).inc()
+        elif record_type is RecordType.IPS:
+            assert isinstance(record, IpsEvent)
+            self._child("ips", record.action, record.severity).inc()
+        elif record_type is RecordType.ENGINE_STARTUP:
+            self.engine_starts.inc()
+            self.engine_last_start.set(received_at)
+        elif record_type is RecordType.ENGINE_SHUTDOWN:
+            self.engine_shutdowns.inc()
+        else:
+            assert isinstance(record, FtpAttack)
+            self.ftp_attacks[record.kind].inc()
+
+    def _interface(self, name: str) -> str:
+        """Interface names are free text: only the first few of a host become labels."""
+        if name in self._interfaces:
+            return name
+        if len(self._interfaces) < self._metrics.max_interfaces_per_host:
+            self._interfaces.add(name)
+            return name
+        return OTHER
+
+    def _child(self, kind: str, *values: Any) -> Any:
+        key = (kind, *values)
+        try:
+            return self._details[key]
+        except KeyError:
+            pass
+        metrics = self._metrics
+        if kind == "anti_spoofing":
+            interface, direction, protocol = values
+            child = metrics.anti_spoofing.labels(
+                host=self.host, interface=interface, direction=direction.value, protocol=protocol.value)
+        elif kind == "auth":
+            service, reason_class = values
+            child = metrics.auth_failures.labels(
+                host=self.host, service=service.value, reason_class=reason_class.value)
+        else:
+            action, severity = values
+            child = metrics.ips_events.labels(host=self.host, action=action.value, severity=severity.value)
+        self._details[key] = child
+        return child
 
 
 class CollectorMetrics:
-    def __init__(self, registry: CollectorRegistry, max_hosts: int) -> None:
+    def __init__(self, registry: CollectorRegistry, max_hosts: int,
+                 max_interfaces_per_host: int = 20) -> None:
         self.max_hosts = max_hosts
+        self.max_interfaces_per_host = max_interfaces_per_host
         self._hosts: dict[str, HostMetrics] = {}
+        self.udp_sockets = UdpSocketCollector(registry)
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(PREFIX + name, doc, labels, registry=registry)
@@ -53,6 +140,25 @@ class CollectorMetrics:
         self.received_bytes = counter(
             "received_bytes_total", "Bytes of syslog messages received, by firewall and transport",
             ("host", "transport"))
+        self.auth_failures = counter(
+            "auth_failures_total", "Failed authentications, by firewall, service and reason class",
+            ("host", "service", "reason_class"))
+        self.anti_spoofing = counter(
+            "anti_spoofing_packets_total",
+            "Packets dropped by anti-spoofing, by firewall, interface, direction and protocol",
+            ("host", "interface", "direction", "protocol"))
+        self.ftp_attacks = counter(
+            "ftp_attacks_total", "FTP bounce attacks and malicious server replies, by firewall and kind",
+            ("host", "kind"))
+        self.ips_events = counter(
+            "ips_events_total", "Intrusion prevention events, by firewall, action and severity",
+            ("host", "action", "severity"))
+        self.engine_events = counter(
+            "engine_events_total", "Firewall engine startups and shutdowns, by firewall",
+            ("host", "event"))
+        self.engine_last_start = gauge(
+            "engine_last_start_timestamp_seconds",
+            "Receive time of the last engine startup record of a firewall", ("host",))
         self.last_message = gauge(
             "last_message_timestamp_seconds", "Receive time of the last message from a firewall",
             ("host",))
@@ -104,3 +210,79 @@ class CollectorMetrics:
                 return self._hosts[name]
         metrics = self._hosts[name] = HostMetrics(self, name)
         return metrics
+
+
+class UdpSocketCollector(Collector):
+    """The UDP sockets' receive buffers and kernel drop counts, read at scrape time."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._sockets: list[tuple[socket.socket, int]] = []
+        registry.register(self)
+
+    def watch(self, sock: socket.socket, requested: int) -> None:
+        self._sockets.append((sock, requested))
+
+    def forget(self, sock: socket.socket) -> None:
+        self._sockets = [(s, r) for s, r in self._sockets if s is not sock]
+
+    def describe(self) -> list[Any]:
+        return []  # nothing until scraped: the sockets come and go
+
+    def collect(self) -> Iterator[Any]:
+        requested = GaugeMetricFamily(
+            PREFIX + "udp_receive_buffer_requested_bytes",
+            "SO_RCVBUF asked for the UDP socket (listen.udp_receive_buffer_bytes)", labels=["address"])
+        effective = GaugeMetricFamily(
+            PREFIX + "udp_receive_buffer_bytes",
+            "SO_RCVBUF the kernel granted the UDP socket (Linux reports twice the usable size)",
+            labels=["address"])
+        drops = CounterMetricFamily(
+            PREFIX + "udp_receive_drops",
+            "Datagrams the kernel dropped for the UDP socket (from /proc/net/udp and udp6)",
+            labels=["address"])
+        by_inode = kernel_udp_drops()
+        for sock, size in self._sockets:
+            try:
+                address = _address_label(sock.getsockname())
+                granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+                inode = os.fstat(sock.fileno()).st_ino
+            except OSError:
+                continue  # closed since
+            requested.add_metric([address], size)
+            effective.add_metric([address], granted)
+            if inode in by_inode:
+                drops.add_metric([address], by_inode[inode])
+        yield requested
+        yield effective
+        yield drops
+
+
+def _address_label(name: Any) -> str:
+    host, port = name[0], name[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def kernel_udp_drops() -> dict[int, int]:
+    """Drop counts of every UDP socket, by inode, from /proc/net/udp and /proc/net/udp6."""
+    drops: dict[int, int] = {}
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as file:
+                drops.update(parse_proc_net_udp(file.read()))
+        except OSError:
+            continue
+    return drops
+
+
+def parse_proc_net_udp(text: str) -> dict[int, int]:
+    """``inode -> drops`` from the text of /proc/net/udp (its header names the columns)."""
+    lines = text.splitlines()
+    if not lines:
+        return {}
+    result = {}
+    for line in lines[1:]:
+        fields = line.split()
+        # sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+        if len(fields) >= 13 and fields[9].isdigit() and fields[-1].isdigit():
+            result[int(fields[9])] = int(fields[-1])
+    return result

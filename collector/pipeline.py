@@ -95,7 +95,7 @@ class Pipeline:
             record = record_in(message)
             append(host.name, received_at, sender.text, raw)
             host_metrics = metrics.host(host.name)
-            host_metrics.records[record.type].inc()
+            host_metrics.record(record, received_at)
             host_metrics.received_messages[transport].inc()
             host_metrics.received_bytes[transport].inc(len(raw))
             host_metrics.last_message.set(received_at)

@@ -7,6 +7,8 @@ graceful stop can let them finish sending (see ``drain``).
 
 from __future__ import annotations
 
+import socket
+
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
@@ -22,16 +24,35 @@ from collector.records import Transport
 # At shutdown a connection that has sent nothing for this long is done.
 DRAIN_QUIET_SECONDS = 0.2
 _SENDER_CACHE_LIMIT = 65536
+# Linux's SO_RCVBUFFORCE (33): like SO_RCVBUF, but not capped by net.core.rmem_max.
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
 class SyslogDatagramProtocol(DatagramProtocol):
     """One syslog message per datagram (RFC 5426)."""
 
     noisy = False
+    log = Logger()
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, metrics: CollectorMetrics, receive_buffer: int) -> None:
         self._pipeline = pipeline
+        self._metrics = metrics
+        self._receive_buffer = receive_buffer
         self._senders: dict[tuple[str, int], Sender] = {}
+
+    def startProtocol(self) -> None:  # noqa: N802
+        sock = self._socket = self.transport.socket
+        granted = set_receive_buffer(sock, self._receive_buffer)
+        # Linux reports twice the size asked for (the rest is its bookkeeping).
+        if granted < self._receive_buffer:
+            self.log.warn(
+                "the UDP receive buffer is {granted} bytes, not the {requested} asked for: raise "
+                "the sysctl net.core.rmem_max, or run with CAP_NET_ADMIN", granted=granted,
+                requested=self._receive_buffer)
+        self._metrics.udp_sockets.watch(sock, self._receive_buffer)
+
+    def stopProtocol(self) -> None:  # noqa: N802
+        self._metrics.udp_sockets.forget(self._socket)
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:  # noqa: N802
         sender = self._senders.get(addr)
@@ -41,6 +62,15 @@ class SyslogDatagramProtocol(DatagramProtocol):
             sender = self._senders[addr] = Sender.from_address(addr[0], addr[1])
         if datagram and self._pipeline.accepts(sender):
             self._pipeline.receive([datagram_message(datagram)], sender, Transport.UDP)
+
+
+def set_receive_buffer(sock: socket.socket, size: int) -> int:
+    """Ask for an ``SO_RCVBUF`` of ``size``, past net.core.rmem_max when permitted; return the granted size."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except (OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
 
 class SyslogStreamProtocol(Protocol):

@@ -194,7 +194,8 @@ def makeService(options: Options, reactor: Any = None) -> CollectorService:  # n
 def build(config: Config, reactor: Any) -> CollectorService:
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
-    metrics = CollectorMetrics(registry, config.metrics.max_hosts)
+    metrics = CollectorMetrics(registry, config.metrics.max_hosts,
+                               config.metrics.max_interfaces_per_host)
     archive = FileArchive(
         config.archive.dir, config.archive.timezone, config.archive.flush_interval_seconds,
         metrics, reactor,
@@ -217,7 +218,7 @@ def build(config: Config, reactor: Any) -> CollectorService:
         Listener("metrics", lambda: reactor.listenTCP(
             metrics_at.port, site, interface=metrics_at.host)).setServiceParent(service)
     if (udp_at := listen.udp) is not None:
-        datagrams = SyslogDatagramProtocol(pipeline)
+        datagrams = SyslogDatagramProtocol(pipeline, metrics, listen.udp_receive_buffer_bytes)
         Listener("udp", lambda: reactor.listenUDP(
             udp_at.port, datagrams, interface=udp_at.host, maxPacketSize=65536,
         )).setServiceParent(service)

@@ -119,3 +119,25 @@ def test_ipv6_listeners(tmp_path):
         assert senders == {b"[::1]"}
     finally:
         process.kill()
+
+
+def test_udp_buffer_and_kernel_drops_are_visible(tmp_path):
+    config = tmp_path / "collector.toml"
+    config.write_text("[listen]\nudp_receive_buffer_bytes = 4096\n")
+    process = CollectorProcess(tmp_path, config=str(config))
+    try:
+        address = f"127.0.0.1:{process.ports['udp']}"
+        assert process.sample("syslog_collector_udp_receive_buffer_requested_bytes", address=address) == 4096
+        assert process.sample("syslog_collector_udp_receive_buffer_bytes", address=address) >= 4096
+        # A stopped collector reads nothing: the small buffer overflows and the kernel drops.
+        process.process.send_signal(signal.SIGSTOP)
+        try:
+            process.send_udp([b"<13>1 - flood app - - - " + b"x" * 500] * 200)
+        finally:
+            process.process.send_signal(signal.SIGCONT)
+        drops = process.sample("syslog_collector_udp_receive_drops_total", address=address)
+        assert drops is not None and drops > 0
+        received = process.sample("syslog_collector_received_messages_total", host="flood", transport="udp")
+        assert received + drops == 200
+    finally:
+        process.kill()

@@ -82,3 +82,45 @@ def test_clock_skew_and_last_message_time():
     bench.clock.advance(1)
     bench.pipeline.receive([b"<13>Nov 25 12:00:06 gw app: x"], SENDER, Transport.UDP)
     assert bench.value("syslog_collector_clock_skew_seconds", host="gw") == -5.0
+
+
+def receive(bench, *bodies, host=b"gw"):
+    bench.pipeline.receive([b"<13>1 - %s app - - - %s" % (host, body) for body in bodies],
+                           SENDER, Transport.UDP)
+
+
+def test_auth_failures_by_service_and_reason_class():
+    bench = Bench()
+    receive(bench, b"Authentication: WebAdmin SSL: Client: 192.0.2.9: Invalid password for user admin",
+            b"Authentication: HTTP Proxy: Client: 192.0.2.9: User x doesn't exist",
+            b"Authentication: Proxy: Client: 192.0.2.9: User y doesn't exist")
+    assert bench.value("syslog_collector_auth_failures_total", host="gw", service="webadmin_ssl",
+                       reason_class="wrong_password") == 1.0
+    assert bench.value("syslog_collector_auth_failures_total", host="gw", service="http_proxy",
+                       reason_class="unknown_user") == 2.0
+
+
+def test_anti_spoofing_by_interface_direction_protocol_with_interface_cap():
+    bench = Bench()
+    bench.metrics.max_interfaces_per_host = 2
+    for interface in (b"LAN", b"WAN", b"DMZ", b"LAN"):
+        receive(bench, b"Anti-Spoofing: Packet from %s, proto:UDP, len:1, ip/port:1.2.3.4:1 -> 5.6.7.8:2"
+                % interface)
+    labels = dict(host="gw", direction="from", protocol="udp")
+    assert bench.value("syslog_collector_anti_spoofing_packets_total", interface="LAN", **labels) == 2.0
+    assert bench.value("syslog_collector_anti_spoofing_packets_total", interface="WAN", **labels) == 1.0
+    assert bench.value("syslog_collector_anti_spoofing_packets_total", interface="DMZ", **labels) is None
+    assert bench.value("syslog_collector_anti_spoofing_packets_total", interface="other", **labels) == 1.0
+
+
+def test_ftp_ips_and_engine_events():
+    bench = Bench()
+    receive(bench, b"FTP: Bounce attack attempt: client: 1.2.3.4, server: 5.6.7.8, command: PORT 1,2,3,4,5,6",
+            b"IPS: Alert, severity: Low, Rule ID: 1:1 X, proto:TCP, ip/port:1.2.3.4:1 > 5.6.7.8:2",
+            b"Engine: Startup.", b"Engine: Shutdown.", b"Engine: Startup.")
+    assert bench.value("syslog_collector_ftp_attacks_total", host="gw", kind="bounce_attack") == 1.0
+    assert bench.value("syslog_collector_ftp_attacks_total", host="gw", kind="malicious_reply") == 0.0
+    assert bench.value("syslog_collector_ips_events_total", host="gw", action="alert", severity="low") == 1.0
+    assert bench.value("syslog_collector_engine_events_total", host="gw", event="startup") == 2.0
+    assert bench.value("syslog_collector_engine_events_total", host="gw", event="shutdown") == 1.0
+    assert bench.value("syslog_collector_engine_last_start_timestamp_seconds", host="gw") == bench.clock.seconds()

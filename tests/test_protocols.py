@@ -7,7 +7,7 @@ from helpers import Bench
 
 
 def udp(bench):
-    return SyslogDatagramProtocol(bench.pipeline)
+    return SyslogDatagramProtocol(bench.pipeline, bench.metrics, 1 << 20)
 
 
 def tcp(bench, host="192.0.2.1", port=40000, max_frame=65536):

@@ -1,0 +1,42 @@
+import socket
+
+from prometheus_client import CollectorRegistry
+
+from collector.metrics import CollectorMetrics, parse_proc_net_udp
+
+PROC_NET_UDP = """\
+   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  123: 0100007F:158A 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 424242 2 0000000000000000 17
+  456: 00000000:0044 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 99 2 0000000000000000 0
+"""
+
+
+def test_parse_proc_net_udp():
+    assert parse_proc_net_udp(PROC_NET_UDP) == {424242: 17, 99: 0}
+    assert parse_proc_net_udp("") == {}
+
+
+def test_udp_socket_metrics_read_at_scrape_time():
+    registry = CollectorRegistry()
+    metrics = CollectorMetrics(registry, 10)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = "127.0.0.1:%d" % sock.getsockname()[1]
+        metrics.udp_sockets.watch(sock, 123456)
+        labels = {"address": address}
+        assert registry.get_sample_value("syslog_collector_udp_receive_buffer_requested_bytes", labels) == 123456
+        assert registry.get_sample_value("syslog_collector_udp_receive_buffer_bytes", labels) == \
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        assert registry.get_sample_value("syslog_collector_udp_receive_drops_total", labels) == 0
+        metrics.udp_sockets.forget(sock)
+    assert registry.get_sample_value("syslog_collector_udp_receive_buffer_bytes", labels) is None
+
+
+def test_every_metric_has_the_prefix_and_conventions():
+    registry = CollectorRegistry()
+    CollectorMetrics(registry, 10)
+    for family in registry.collect():
+        assert family.name.startswith("syslog_collector_")
+        if family.type == "counter":
+            assert not family.name.endswith("_total")  # the client adds it to the samples
+        assert family.documentation
