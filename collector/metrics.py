@@ -31,6 +31,8 @@ from collector.records import (
 PREFIX = "syslog_collector_"
 OTHER = "other"
 OTHER_HOST = OTHER
+REFUSAL_REASONS = ("unregistered",)
+DROP_REASONS = ("archive_retry_buffer_full",)
 
 
 class HostMetrics:
@@ -197,6 +199,11 @@ class CollectorMetrics:
             ("reason",))
         self.dropped = counter(
             "dropped_messages_total", "Received messages lost, by reason", ("reason",))
+        # Known reasons exist at 0 from the start, for rates and alerts.
+        for reason in REFUSAL_REASONS:
+            self.refused.labels(reason=reason)
+        for reason in DROP_REASONS:
+            self.dropped.labels(reason=reason)
 
     def host(self, name: str) -> HostMetrics:
         try:
