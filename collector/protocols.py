@@ -34,10 +34,13 @@ class SyslogDatagramProtocol(DatagramProtocol):
     noisy = False
     log = Logger()
 
-    def __init__(self, pipeline: Pipeline, metrics: CollectorMetrics, receive_buffer: int) -> None:
+    def __init__(self, pipeline: Pipeline, metrics: CollectorMetrics, receive_buffer: int,
+                 max_frame: int) -> None:
         self._pipeline = pipeline
         self._metrics = metrics
         self._receive_buffer = receive_buffer
+        self._max_frame = max_frame
+        self._truncated = metrics.truncated_frames.labels(transport=Transport.UDP.value)
         self._senders: dict[tuple[str, int], Sender] = {}
 
     def startProtocol(self) -> None:  # noqa: N802
@@ -61,7 +64,11 @@ class SyslogDatagramProtocol(DatagramProtocol):
                 self._senders.clear()
             sender = self._senders[addr] = Sender.from_address(addr[0], addr[1])
         if datagram and self._pipeline.accepts(sender):
-            self._pipeline.receive([datagram_message(datagram)], sender, Transport.UDP)
+            message = datagram_message(datagram)
+            if len(message) > self._max_frame:
+                message = message[:self._max_frame]
+                self._truncated.inc()
+            self._pipeline.receive([message], sender, Transport.UDP)
 
 
 def set_receive_buffer(sock: socket.socket, size: int) -> int:

@@ -218,7 +218,8 @@ def build(config: Config, reactor: Any) -> CollectorService:
         Listener("metrics", lambda: reactor.listenTCP(
             metrics_at.port, site, interface=metrics_at.host)).setServiceParent(service)
     if (udp_at := listen.udp) is not None:
-        datagrams = SyslogDatagramProtocol(pipeline, metrics, listen.udp_receive_buffer_bytes)
+        datagrams = SyslogDatagramProtocol(pipeline, metrics, listen.udp_receive_buffer_bytes,
+                                           listen.max_frame_bytes)
         Listener("udp", lambda: reactor.listenUDP(
             udp_at.port, datagrams, interface=udp_at.host, maxPacketSize=65536,
         )).setServiceParent(service)

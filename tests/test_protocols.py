@@ -6,8 +6,8 @@ from collector.protocols import SyslogDatagramProtocol, SyslogStreamFactory
 from helpers import Bench
 
 
-def udp(bench):
-    return SyslogDatagramProtocol(bench.pipeline, bench.metrics, 1 << 20)
+def udp(bench, max_frame=65536):
+    return SyslogDatagramProtocol(bench.pipeline, bench.metrics, 1 << 20, max_frame)
 
 
 def tcp(bench, host="192.0.2.1", port=40000, max_frame=65536):
@@ -31,6 +31,13 @@ def test_ipv4_mapped_sender_is_written_as_ipv4():
     udp(bench).datagramReceived(b"x", ("::ffff:192.0.2.9", 514))
     assert bench.archive.messages[0].sender == b"192.0.2.9:514"
     assert bench.archive.messages[0].host == "192.0.2.9"
+
+
+def test_oversized_datagram_is_truncated_and_counted():
+    bench = Bench()
+    udp(bench, max_frame=10).datagramReceived(b"<13>" + b"x" * 20 + b"\n", ("192.0.2.1", 514))
+    assert bench.archived() == [b"<13>xxxxxx"]
+    assert bench.value("syslog_collector_truncated_frames_total", transport="udp") == 1.0
 
 
 def test_refused_datagram_is_dropped():
