@@ -152,6 +152,35 @@ class ListenSettings:
         5.0, _positive_seconds, "at shutdown, how long open TCP connections may keep sending")
 
 
+def _optional_path(value: object) -> Path | None:
+    text: str = _typed(str, "a file path")(value)
+    return Path(text) if text else None
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    enabled: bool = _setting(False, _typed(bool, "true or false"), "syslog over TLS (RFC 5425)")
+    listen: ListenAddress | None = _setting("6514", parse_listen_address, "address of the TLS listener")
+    certificate: Path | None = _setting("", _optional_path, "the server's certificate chain, PEM")
+    key: Path | None = _setting("", _optional_path, "its private key, PEM (may be the certificate file)")
+    ca: Path | None = _setting("", _optional_path, "CA certificates, PEM, that sign client certificates")
+    verify_clients: bool = _setting(
+        False, _typed(bool, "true or false"), "require a client certificate signed by ca (mutual TLS)")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    max_connections: int = _setting(2000, _positive_int, "open TCP and TLS connections in all")
+    max_connections_per_sender: int = _setting(
+        32, _positive_int, "open TCP and TLS connections from one sender address")
+    idle_timeout_seconds: float = _setting(
+        600.0, _positive_seconds, "a connection that sends nothing for this long is closed")
+    frame_timeout_seconds: float = _setting(
+        30.0, _positive_seconds, "a message begun must be complete within this time (slowloris)")
+    max_messages_per_second_per_sender: int = _setting(
+        50000, _non_negative_int, "token bucket per sender address, burst of one second (0: none)")
+
+
 @dataclass(frozen=True, slots=True)
 class ArchiveSettings:
     dir: Path = _setting("archive", lambda v: Path(_typed(str, "a directory path")(v)),
@@ -198,11 +227,15 @@ class Firewall:
     relay: bool = False
     timezone: tzinfo | None = None
     hostnames: tuple[str, ...] = ()
+    # The subject common name of the firewall's TLS client certificate.
+    tls_subject: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     listen: ListenSettings = ListenSettings()
+    tls: TlsSettings = TlsSettings()
+    limits: LimitSettings = LimitSettings()
     archive: ArchiveSettings = ArchiveSettings()
     syslog: SyslogSettings = SyslogSettings()
     hosts: HostSettings = HostSettings()
@@ -212,6 +245,8 @@ class Config:
 
 _SECTIONS: dict[str, type] = {
     "listen": ListenSettings,
+    "tls": TlsSettings,
+    "limits": LimitSettings,
     "archive": ArchiveSettings,
     "syslog": SyslogSettings,
     "hosts": HostSettings,
@@ -243,6 +278,13 @@ def from_dict(raw: Mapping[str, Any]) -> Config:
         if key not in _SECTIONS and key != "firewall":
             raise ConfigError(key, "unknown section" if isinstance(raw[key], dict) else "unknown key")
     sections = {name: _section(name, cls, raw.get(name, {})) for name, cls in _SECTIONS.items()}
+    tls = sections["tls"]
+    if tls.enabled:
+        for key in ("listen", "certificate", "key"):
+            if getattr(tls, key) is None:
+                raise ConfigError(f"tls.{key}", "must be set when tls.enabled is true")
+        if tls.verify_clients and tls.ca is None:
+            raise ConfigError("tls.ca", "must be set when tls.verify_clients is true")
     return Config(**sections, firewalls=_firewalls(raw.get("firewall", [])))
 
 
@@ -263,7 +305,7 @@ def _section(name: str, cls: type, raw: object) -> Any:
     return cls(**values)
 
 
-_FIREWALL_KEYS = {"name", "addresses", "relay", "timezone", "hostnames"}
+_FIREWALL_KEYS = {"name", "addresses", "relay", "timezone", "hostnames", "tls_subject"}
 
 
 def _firewalls(raw: object) -> tuple[Firewall, ...]:
@@ -295,6 +337,7 @@ def _firewalls(raw: object) -> tuple[Firewall, ...]:
             timezone=_field(where, "timezone", parse_timezone, entry, None),
             hostnames=tuple(h.casefold() for h in _field(
                 where, "hostnames", _string_list, entry, [])),
+            tls_subject=_field(where, "tls_subject", _typed(str, "a certificate subject CN"), entry, None),
         ))
     return tuple(firewalls)
 
@@ -358,6 +401,8 @@ def describe(config: Config) -> str:
             lines.append(f"timezone = {_toml_value(firewall.timezone)}")
         if firewall.hostnames:
             lines.append(f"hostnames = [{', '.join(_toml_value(h) for h in firewall.hostnames)}]")
+        if firewall.tls_subject is not None:
+            lines.append(f"tls_subject = {_toml_value(firewall.tls_subject)}")
         lines.append("")
     return "\n".join(lines)
 

@@ -60,6 +60,7 @@ class HostRegistry:
     def __init__(self, firewalls: tuple[Firewall, ...], unregistered: UnregisteredPolicy) -> None:
         self._firewalls = firewalls
         self._unregistered = unregistered
+        self._by_subject = {f.tls_subject: f for f in firewalls if f.tls_subject is not None}
         self._by_sender: dict[str, Firewall | None] = {}
         self._cache: dict[tuple[str, str | None], SourceHost] = {}
 
@@ -91,18 +92,39 @@ class HostRegistry:
         except KeyError:
             pass
         firewall = self.firewall_for(sender_ip)
-        tag = sanitize_host(hostname) if hostname else None
         if firewall is None:
+            tag = sanitize_host(hostname) if hostname else None
             host = SourceHost(tag or sanitize_host(sender_ip) or "unknown")
-        elif firewall.relay:
-            host = SourceHost(tag or firewall.name, firewall)
         else:
-            host = SourceHost(firewall.name, firewall,
-                              hostname_mismatch=hostname is not None and not _same_host(firewall, hostname))
+            host = self.resolve_bound(firewall, hostname)
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[key] = host
         return host
+
+    def resolve_bound(self, firewall: Firewall, hostname: str | None) -> SourceHost:
+        """The host of a message known to come from ``firewall``."""
+        if firewall.relay:
+            tag = sanitize_host(hostname) if hostname else None
+            return SourceHost(tag or firewall.name, firewall)
+        return SourceHost(firewall.name, firewall,
+                          hostname_mismatch=hostname is not None and not _same_host(firewall, hostname))
+
+    def tls_binding(self, sender_ip: str, subject: str | None) -> tuple[str | None, Firewall | None]:
+        """Which firewall a TLS client speaks for, from its certificate subject CN.
+
+        Returns a refusal reason, or None and the firewall (None: unregistered,
+        tagged as usual). A certificate bound to one firewall cannot speak from
+        the address of another firewall that is bound to a certificate.
+        """
+        by_subject = self._by_subject.get(subject) if subject is not None else None
+        by_address = self.firewall_for(sender_ip)
+        if by_address is not None and by_address.tls_subject is not None and by_address is not by_subject:
+            return "tls_subject_mismatch", None
+        firewall = by_subject or by_address
+        if firewall is None and self._unregistered is UnregisteredPolicy.REFUSE:
+            return "unregistered", None
+        return None, firewall
 
 
 def _same_host(firewall: Firewall, hostname: str) -> bool:

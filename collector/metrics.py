@@ -32,6 +32,9 @@ PREFIX = "syslog_collector_"
 OTHER = "other"
 OTHER_HOST = OTHER
 REFUSAL_REASONS = ("unregistered",)
+CONNECTION_REFUSAL_REASONS = (
+    "unregistered", "too_many_connections", "too_many_from_sender", "tls_subject_mismatch")
+CLOSE_REASONS = ("idle", "frame_timeout")
 DROP_REASONS = ("archive_retry_buffer_full",)
 
 
@@ -39,7 +42,7 @@ class HostMetrics:
     """The label children of one host."""
 
     __slots__ = ("host", "records", "received_messages", "received_bytes", "last_message",
-                 "hostname_mismatches", "clock_skew", "next_skew_check", "engine_starts",
+                 "hostname_mismatches", "clock_skew", "next_skew_check", "engine_starts", "rate_limited",
                  "engine_shutdowns", "engine_last_start", "ftp_attacks", "_metrics", "_details",
                  "_interfaces")
 
@@ -55,6 +58,7 @@ class HostMetrics:
         self.hostname_mismatches = metrics.hostname_mismatches.labels(host=host)
         self.clock_skew = metrics.clock_skew.labels(host=host)
         self.next_skew_check = 0.0
+        self.rate_limited = metrics.rate_limited.labels(host=host)
         self.engine_starts = metrics.engine_events.labels(host=host, event="startup")
         self.engine_shutdowns = metrics.engine_events.labels(host=host, event="shutdown")
         self.engine_last_start = metrics.engine_last_start.labels(host=host)
@@ -181,12 +185,22 @@ class CollectorMetrics:
             "record_parse_errors_total",
             "Typed records with a missing or garbled optional field", ("type",))
         self.refused = counter(
-            "refused_messages_total", "Messages refused, by reason", ("reason",))
+            "refused_messages_total", "UDP datagrams refused, by reason", ("reason",))
         self.truncated_frames = counter(
             "truncated_frames_total", "Messages cut to listen.max_frame_bytes", ("transport",))
         self.framing_errors = counter(
             "framing_errors_total", "TCP connections closed on an invalid octet count")
-        self.tcp_connections = gauge("tcp_connections", "Open TCP connections")
+        self.tcp_connections = gauge(
+            "tcp_connections", "Open TCP and TLS connections, by transport", ("transport",))
+        self.refused_connections = counter(
+            "refused_connections_total", "TCP and TLS connections refused, by reason", ("reason",))
+        self.closed_connections = counter(
+            "closed_connections_total",
+            "Connections closed by the collector's limits (idle, frame_timeout)", ("reason",))
+        self.rate_limited = counter(
+            "rate_limited_messages_total",
+            "Messages dropped because their sender exceeded limits.max_messages_per_second_per_sender",
+            ("host",))
         self.archive_written_bytes = counter(
             "archive_written_bytes_total", "Bytes written to archive files")
         self.archive_write_errors = counter(
@@ -202,6 +216,10 @@ class CollectorMetrics:
         # Known reasons exist at 0 from the start, for rates and alerts.
         for reason in REFUSAL_REASONS:
             self.refused.labels(reason=reason)
+        for reason in CONNECTION_REFUSAL_REASONS:
+            self.refused_connections.labels(reason=reason)
+        for reason in CLOSE_REASONS:
+            self.closed_connections.labels(reason=reason)
         for reason in DROP_REASONS:
             self.dropped.labels(reason=reason)
 

@@ -19,13 +19,35 @@ from collector import syslog
 from collector.archive import Archive
 from collector.hosts import HostRegistry, normalize_ip
 from collector.kerio import record_in
+from collector.ratelimit import TokenBucket
 from collector.config import Firewall
 from collector.metrics import CollectorMetrics, HostMetrics
 from collector.records import RecordType, Transport
 
-# Refusals are logged at most this often, with a count of those not logged.
-REFUSAL_LOG_INTERVAL = 10.0
+# Refusals and rate limiting are logged at most this often.
+LOG_INTERVAL = 10.0
 SKEW_SAMPLE_INTERVAL = 1.0
+_BUCKET_LIMIT = 65536
+
+
+class RateLimitedLog:
+    """A warning at most every ``LOG_INTERVAL`` seconds, with the number held back."""
+
+    def __init__(self, log: Logger, clock: IReactorTime) -> None:
+        self._log = log
+        self._clock = clock
+        self._next = 0.0
+        self._held_back = 0
+
+    def warn(self, format: str, **fields: object) -> None:
+        now = self._clock.seconds()
+        if now < self._next:
+            self._held_back += 1
+            return
+        self._log.warn(format + " ({held_back} similar events since the last report)",
+                       held_back=self._held_back, **fields)
+        self._held_back = 0
+        self._next = now + LOG_INTERVAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +75,7 @@ class Pipeline:
         metrics: CollectorMetrics,
         clock: IReactorTime,
         syslog_timezone: tzinfo,
+        max_messages_per_second_per_sender: int = 0,
     ) -> None:
         self.hosts = hosts
         self._archive = archive
@@ -60,41 +83,59 @@ class Pipeline:
         self._clock = clock
         self._syslog_timezone = syslog_timezone
         self._record_parse_errors = {t: metrics.record_parse_errors.labels(type=t.value) for t in RecordType}
-        self._refused_unregistered = metrics.refused.labels(reason="unregistered")
-        self._refusals_not_logged = 0
-        self._next_refusal_log = 0.0
+        self._rate = max_messages_per_second_per_sender
+        self._buckets: dict[str, TokenBucket] = {}
+        self._refusals = RateLimitedLog(self.log, clock)
+        self._rate_limits = RateLimitedLog(self.log, clock)
 
-    def accepts(self, sender: Sender, count: int = 1) -> bool:
-        """Whether messages from ``sender`` are taken; count and log a refusal."""
+    def accepts(self, sender: Sender) -> bool:
+        """Whether a datagram from ``sender`` is taken; count and log a refusal."""
         if self.hosts.accepts(sender.ip):
             return True
-        self._refused_unregistered.inc(count)
-        now = self._clock.seconds()
-        if now >= self._next_refusal_log:
-            self.log.warn(
-                "refused {count} message(s) from unregistered sender {sender} "
-                "({not_logged} other refusals since the last report)",
-                count=count, sender=sender.text.decode(), not_logged=self._refusals_not_logged)
-            self._refusals_not_logged = 0
-            self._next_refusal_log = now + REFUSAL_LOG_INTERVAL
-        else:
-            self._refusals_not_logged += count
+        self._metrics.refused.labels(reason="unregistered").inc()
+        self._refusals.warn("refused a message from unregistered sender {sender}",
+                            sender=sender.text.decode())
         return False
 
-    def receive(self, messages: list[bytes], sender: Sender, transport: Transport) -> None:
-        """Process messages from a sender that ``accepts`` took."""
+    def accepts_connection(self, sender: Sender) -> bool:
+        """Whether a TCP connection from ``sender`` is taken; count and log a refusal."""
+        if self.hosts.accepts(sender.ip):
+            return True
+        self.refuse_connection(sender, "unregistered")
+        return False
+
+    def refuse_connection(self, sender: Sender, reason: str, subject: str | None = None) -> None:
+        self._metrics.refused_connections.labels(reason=reason).inc()
+        self._refusals.warn("refused a connection from {sender}: {reason}{subject}",
+                            sender=sender.text.decode(), reason=reason,
+                            subject="" if subject is None else f" (certificate subject {subject!r})")
+
+    def receive(self, messages: list[bytes], sender: Sender, transport: Transport,
+                firewall: Firewall | None = None) -> None:
+        """Process messages from a sender that was accepted.
+
+        ``firewall`` is the firewall a TLS client certificate names, which
+        then stands in for the sender's address.
+        """
         received_at = self._clock.seconds()
         metrics = self._metrics
         resolve = self.hosts.resolve
         append = self._archive.append
-        for raw in messages:
+        allowed = len(messages) if not self._rate else self._allowance(sender, len(messages), received_at)
+        for index, raw in enumerate(messages):
             message = syslog.parse(raw)
             if message.header_error is not None:
                 metrics.header_parse_errors.inc()
-            host = resolve(sender.ip, message.hostname)
+            if firewall is None:
+                host = resolve(sender.ip, message.hostname)
+            else:
+                host = self.hosts.resolve_bound(firewall, message.hostname)
+            host_metrics = metrics.host(host.name)
+            if index >= allowed:
+                host_metrics.rate_limited.inc()
+                continue
             record = record_in(message)
             append(host.name, received_at, sender.text, raw)
-            host_metrics = metrics.host(host.name)
             host_metrics.record(record, received_at)
             host_metrics.received_messages[transport].inc()
             host_metrics.received_bytes[transport].inc(len(raw))
@@ -105,6 +146,19 @@ class Pipeline:
                 host_metrics.hostname_mismatches.inc()
             if received_at >= host_metrics.next_skew_check:
                 self._observe_skew(host_metrics, message, received_at, host.firewall)
+
+    def _allowance(self, sender: Sender, wanted: int, now: float) -> int:
+        bucket = self._buckets.get(sender.ip)
+        if bucket is None:
+            if len(self._buckets) >= _BUCKET_LIMIT:
+                self._buckets.clear()
+            bucket = self._buckets[sender.ip] = TokenBucket(self._rate, self._rate, now)
+        allowed = bucket.take(wanted, now)
+        if allowed < wanted:
+            self._rate_limits.warn(
+                "sender {sender} is over its rate limit ({rate} messages/s): dropped {count} message(s)",
+                sender=sender.text.decode(), rate=self._rate, count=wanted - allowed)
+        return allowed
 
     def _observe_skew(self, host_metrics: HostMetrics, message: syslog.SyslogMessage,
                       received_at: float, firewall: Firewall | None) -> None:

@@ -10,19 +10,24 @@ from __future__ import annotations
 import socket
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.interfaces import IAddress, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from collector.config import Firewall
 from collector.framing import StreamDecoder, datagram_message
 from collector.metrics import CollectorMetrics
 from collector.pipeline import Pipeline, Sender
 from collector.records import Transport
+from collector.tls import subject_common_name
 
 # At shutdown a connection that has sent nothing for this long is done.
 DRAIN_QUIET_SECONDS = 0.2
+# How often idle connections and incomplete frames are looked for.
+SWEEP_INTERVAL = 1.0
 _SENDER_CACHE_LIMIT = 65536
 # Linux's SO_RCVBUFFORCE (33): like SO_RCVBUF, but not capped by net.core.rmem_max.
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
@@ -80,32 +85,88 @@ def set_receive_buffer(sock: socket.socket, size: int) -> int:
     return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
 
+class ConnectionLimits:
+    """Open connections in all and per sender address, shared by the TCP and TLS listeners."""
+
+    def __init__(self, max_total: int, max_per_sender: int) -> None:
+        self.max_total = max_total
+        self.max_per_sender = max_per_sender
+        self._total = 0
+        self._per_sender: dict[str, int] = {}
+
+    def admit(self, sender_ip: str) -> str | None:
+        """Take a place for a new connection, or say why there is none."""
+        if self._total >= self.max_total:
+            return "too_many_connections"
+        count = self._per_sender.get(sender_ip, 0)
+        if count >= self.max_per_sender:
+            return "too_many_from_sender"
+        self._total += 1
+        self._per_sender[sender_ip] = count + 1
+        return None
+
+    def release(self, sender_ip: str) -> None:
+        self._total -= 1
+        count = self._per_sender[sender_ip] - 1
+        if count:
+            self._per_sender[sender_ip] = count
+        else:
+            del self._per_sender[sender_ip]
+
+
+@implementer(IHandshakeListener)
 class SyslogStreamProtocol(Protocol):
-    """Syslog over one TCP connection, framed per RFC 6587."""
+    """Syslog over one TCP or TLS connection, framed per RFC 6587 (RFC 5425 for TLS)."""
 
     log = Logger()
     factory: SyslogStreamFactory
+    # Admitted under the connection limits, counted until closed.
+    _admitted = False
+    # Accepted as a sender: its messages are processed.
     _accepted = False
+    _firewall: Firewall | None = None
 
     def connectionMade(self) -> None:  # noqa: N802
+        factory = self.factory
         peer = self.transport.getPeer()
         self.sender = Sender.from_address(peer.host, peer.port)
-        self.last_data_at = self.factory.clock.seconds()
-        self._decoder = StreamDecoder(self.factory.max_frame)
-        self._accepted = self.factory.pipeline.accepts(self.sender)
-        if not self._accepted:
+        self.last_data_at = factory.clock.seconds()
+        # When the frame being received began, while one is incomplete.
+        self.partial_since: float | None = None
+        self._decoder = StreamDecoder(factory.max_frame)
+        refusal = factory.limits.admit(self.sender.ip)
+        if refusal is not None:
+            self._refuse(refusal)
+            return
+        self._admitted = True
+        factory.connection_opened(self)
+        if not factory.tls:
+            # Over TLS the client's certificate decides, once the handshake is done.
+            self._accepted = factory.pipeline.accepts_connection(self.sender)
+            if not self._accepted:
+                self.transport.loseConnection()
+
+    def handshakeCompleted(self) -> None:  # noqa: N802
+        subject = subject_common_name(self.transport.getPeerCertificate())
+        refusal, self._firewall = self.factory.pipeline.hosts.tls_binding(self.sender.ip, subject)
+        if refusal is not None:
+            self.factory.pipeline.refuse_connection(self.sender, refusal, subject=subject)
             self.transport.loseConnection()
             return
-        self.factory.connection_opened(self)
+        self._accepted = True
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         if not self._accepted:
             return
-        self.last_data_at = self.factory.clock.seconds()
+        now = self.last_data_at = self.factory.clock.seconds()
         decoder = self._decoder
         truncated = decoder.truncated
         frames = decoder.feed(data)
         self._deliver(frames, decoder.truncated - truncated)
+        if decoder.pending == 0:
+            self.partial_since = None
+        elif frames or self.partial_since is None:
+            self.partial_since = now
         if decoder.error is not None:
             self.factory.metrics.framing_errors.inc()
             self.log.warn("closing connection from {sender}: {error}",
@@ -118,13 +179,27 @@ class SyslogStreamProtocol(Protocol):
             decoder = self._decoder
             truncated = decoder.truncated
             self._deliver(decoder.finish(), decoder.truncated - truncated)
+        if self._admitted:
+            self.factory.limits.release(self.sender.ip)
             self.factory.connection_closed(self)
 
+    def close(self, reason: str) -> None:
+        """Close for a limit (idle, frame timeout), counted by reason."""
+        self.factory.metrics.closed_connections.labels(reason=reason).inc()
+        self.log.info("closing connection from {sender}: {reason}",
+                      sender=self.sender.text.decode(), reason=reason)
+        self.transport.loseConnection()
+
+    def _refuse(self, reason: str) -> None:
+        self.factory.pipeline.refuse_connection(self.sender, reason)
+        self.transport.loseConnection()
+
     def _deliver(self, frames: list[bytes], truncated: int) -> None:
+        transport = self.factory.transport_kind
         if truncated:
-            self.factory.metrics.truncated_frames.labels(transport=Transport.TCP.value).inc(truncated)
+            self.factory.metrics.truncated_frames.labels(transport=transport.value).inc(truncated)
         if frames:
-            self.factory.pipeline.receive(frames, self.sender, Transport.TCP)
+            self.factory.pipeline.receive(frames, self.sender, transport, self._firewall)
 
 
 class SyslogStreamFactory(Factory):
@@ -132,13 +207,29 @@ class SyslogStreamFactory(Factory):
     noisy = False
 
     def __init__(self, pipeline: Pipeline, metrics: CollectorMetrics, clock: IReactorTime,
-                 max_frame: int) -> None:
+                 max_frame: int, limits: ConnectionLimits, *, tls: bool = False,
+                 idle_timeout: float = 600.0, frame_timeout: float = 30.0) -> None:
         self.pipeline = pipeline
         self.metrics = metrics
         self.clock = clock
         self.max_frame = max_frame
+        self.limits = limits
+        self.tls = tls
+        self.transport_kind = Transport.TLS if tls else Transport.TCP
+        self.idle_timeout = idle_timeout
+        self.frame_timeout = frame_timeout
         self.connections: set[SyslogStreamProtocol] = set()
+        self._gauge = metrics.tcp_connections.labels(transport=self.transport_kind.value)
         self._drained: list[Deferred[None]] = []
+        self._sweeper = LoopingCall(self.sweep)
+        self._sweeper.clock = clock
+
+    def startFactory(self) -> None:  # noqa: N802
+        self._sweeper.start(SWEEP_INTERVAL, now=False)
+
+    def stopFactory(self) -> None:  # noqa: N802
+        if self._sweeper.running:
+            self._sweeper.stop()
 
     def buildProtocol(self, addr: IAddress) -> SyslogStreamProtocol:  # noqa: N802
         protocol = SyslogStreamProtocol()
@@ -147,15 +238,24 @@ class SyslogStreamFactory(Factory):
 
     def connection_opened(self, protocol: SyslogStreamProtocol) -> None:
         self.connections.add(protocol)
-        self.metrics.tcp_connections.set(len(self.connections))
+        self._gauge.set(len(self.connections))
 
     def connection_closed(self, protocol: SyslogStreamProtocol) -> None:
         self.connections.discard(protocol)
-        self.metrics.tcp_connections.set(len(self.connections))
+        self._gauge.set(len(self.connections))
         if not self.connections:
             drained, self._drained = self._drained, []
             for d in drained:
                 d.callback(None)
+
+    def sweep(self) -> None:
+        """Close idle connections, and those whose message never completes (slowloris)."""
+        now = self.clock.seconds()
+        for protocol in list(self.connections):
+            if now - protocol.last_data_at >= self.idle_timeout:
+                protocol.close("idle")
+            elif protocol.partial_since is not None and now - protocol.partial_since >= self.frame_timeout:
+                protocol.close("frame_timeout")
 
     def drain(self, timeout: float) -> Deferred[None]:
         """Close each connection once it goes quiet, all of them after ``timeout``.

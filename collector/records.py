@@ -164,3 +164,4 @@ class Transport(enum.StrEnum):
 
     UDP = "udp"
     TCP = "tcp"
+    TLS = "tls"

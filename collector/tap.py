@@ -27,7 +27,8 @@ from collector.config import Config, ConfigError
 from collector.hosts import HostRegistry
 from collector.metrics import CollectorMetrics
 from collector.pipeline import Pipeline
-from collector.protocols import SyslogDatagramProtocol, SyslogStreamFactory
+from collector.protocols import ConnectionLimits, SyslogDatagramProtocol, SyslogStreamFactory
+from collector.tls import server_options
 from collector.web import root_resource
 
 # Command-line option -> config key it overrides.
@@ -68,6 +69,8 @@ def load_checked(path: str | None, overrides: dict[str, Any] | None = None) -> C
     """Load a config and check the archive root can be written, as start-up does."""
     config = configuration.load(path, overrides)
     configuration.check_archive_dir(config)
+    if config.tls.enabled:
+        server_options(config.tls)
     return config
 
 
@@ -208,6 +211,7 @@ def build(config: Config, reactor: Any) -> CollectorService:
         hosts=HostRegistry(config.firewalls, config.hosts.unregistered),
         archive=archive, metrics=metrics, clock=reactor,
         syslog_timezone=config.syslog.timezone,
+        max_messages_per_second_per_sender=config.limits.max_messages_per_second_per_sender,
     )
     service = CollectorService(registry, metrics, pipeline, archive)
     archive.setServiceParent(service)
@@ -223,9 +227,22 @@ def build(config: Config, reactor: Any) -> CollectorService:
         Listener("udp", lambda: reactor.listenUDP(
             udp_at.port, datagrams, interface=udp_at.host, maxPacketSize=65536,
         )).setServiceParent(service)
+    limits = config.limits
+    connection_limits = ConnectionLimits(limits.max_connections, limits.max_connections_per_sender)
+
+    def stream_factory(tls: bool) -> SyslogStreamFactory:
+        return SyslogStreamFactory(
+            pipeline, metrics, reactor, listen.max_frame_bytes, connection_limits, tls=tls,
+            idle_timeout=limits.idle_timeout_seconds, frame_timeout=limits.frame_timeout_seconds)
+
     if (tcp_at := listen.tcp) is not None:
-        streams = SyslogStreamFactory(pipeline, metrics, reactor, listen.max_frame_bytes)
+        streams = stream_factory(tls=False)
         Listener("tcp", lambda: reactor.listenTCP(tcp_at.port, streams, interface=tcp_at.host),
                  after_stop=lambda: streams.drain(listen.drain_seconds)).setServiceParent(service)
+    if config.tls.enabled and (tls_at := config.tls.listen) is not None:
+        tls_streams = stream_factory(tls=True)
+        context = server_options(config.tls)
+        Listener("tls", lambda: reactor.listenSSL(tls_at.port, tls_streams, context, interface=tls_at.host),
+                 after_stop=lambda: tls_streams.drain(listen.drain_seconds)).setServiceParent(service)
     return service
 

@@ -49,7 +49,7 @@ def test_sighup_reloads_the_registry_and_reopens_files_keeping_connections(tmp_p
             assert wait_until(lambda: process.log().count("reloaded 1 firewall(s)") == 2)
             sock.sendall(b"<13>1 - hq app - - - after reopen\n")
             assert wait_until(hq_file.exists)
-            assert process.sample("syslog_collector_tcp_connections") == 1.0
+            assert process.sample("syslog_collector_tcp_connections", transport="tcp") == 1.0
 
         assert process.terminate() in (0, -signal.SIGTERM)
         assert [parse_line(line).message for line in moved.read_bytes().splitlines()] == [

@@ -124,3 +124,21 @@ def test_ftp_ips_and_engine_events():
     assert bench.value("syslog_collector_engine_events_total", host="gw", event="startup") == 2.0
     assert bench.value("syslog_collector_engine_events_total", host="gw", event="shutdown") == 1.0
     assert bench.value("syslog_collector_engine_last_start_timestamp_seconds", host="gw") == bench.clock.seconds()
+
+
+def test_rate_limit_per_sender_drops_and_counts_by_host():
+    from collector.pipeline import Pipeline
+    bench = Bench()
+    bench.pipeline = Pipeline(hosts=bench.pipeline.hosts, archive=bench.archive, metrics=bench.metrics,
+                              clock=bench.clock, syslog_timezone=bench.pipeline._syslog_timezone,
+                              max_messages_per_second_per_sender=10)
+    receive(bench, *[b"Engine: Startup. %d" % i for i in range(15)])
+    assert len(bench.archived("gw")) == 10
+    assert bench.value("syslog_collector_rate_limited_messages_total", host="gw") == 5.0
+    bench.clock.advance(0.5)
+    receive(bench, *[b"later %d" % i for i in range(10)])
+    assert len(bench.archived("gw")) == 15
+    assert bench.value("syslog_collector_rate_limited_messages_total", host="gw") == 10.0
+    other = Sender.from_address("192.0.2.2", 1)
+    bench.pipeline.receive([b"<13>1 - gw app - - - other sender"], other, Transport.UDP)
+    assert len(bench.archived("gw")) == 16

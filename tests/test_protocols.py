@@ -2,7 +2,7 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import StringTransport
 
 from collector.config import UnregisteredPolicy
-from collector.protocols import SyslogDatagramProtocol, SyslogStreamFactory
+from collector.protocols import ConnectionLimits, SyslogDatagramProtocol, SyslogStreamFactory
 from helpers import Bench
 
 
@@ -10,13 +10,22 @@ def udp(bench, max_frame=65536):
     return SyslogDatagramProtocol(bench.pipeline, bench.metrics, 1 << 20, max_frame)
 
 
-def tcp(bench, host="192.0.2.1", port=40000, max_frame=65536):
-    factory = SyslogStreamFactory(bench.pipeline, bench.metrics, bench.clock, max_frame)
+def stream_factory(bench, max_frame=65536, limits=None, **kwargs):
+    return SyslogStreamFactory(bench.pipeline, bench.metrics, bench.clock, max_frame,
+                               limits or ConnectionLimits(100, 10), **kwargs)
+
+
+def connect(factory, host="192.0.2.1", port=40000):
     address = (IPv6Address if ":" in host else IPv4Address)("TCP", host, port)
     protocol = factory.buildProtocol(address)
     transport = StringTransport(peerAddress=address)
     protocol.makeConnection(transport)
-    return factory, protocol, transport
+    return protocol, transport
+
+
+def tcp(bench, host="192.0.2.1", port=40000, max_frame=65536):
+    factory = stream_factory(bench, max_frame)
+    return (factory, *connect(factory, host, port))
 
 
 def test_datagram_trailer_is_trimmed():
@@ -54,9 +63,9 @@ def test_stream_byte_by_byte():
     for i in range(len(stream)):
         protocol.dataReceived(stream[i:i + 1])
     assert bench.archived("gw") == [b"<13>1 - gw app - - - one", b"<13>1 - gw app - - - two"]
-    assert bench.value("syslog_collector_tcp_connections") == 1.0
+    assert bench.value("syslog_collector_tcp_connections", transport="tcp") == 1.0
     protocol.connectionLost()
-    assert bench.value("syslog_collector_tcp_connections") == 0.0
+    assert bench.value("syslog_collector_tcp_connections", transport="tcp") == 0.0
 
 
 def test_last_message_without_trailer_is_kept_at_close():
@@ -93,19 +102,87 @@ def test_refused_connection_is_closed_at_once():
     protocol.dataReceived(b"<13>1 - gw app - - - x\n")
     protocol.connectionLost()
     assert bench.archive.messages == []
-    assert bench.value("syslog_collector_tcp_connections") == 0.0
+    assert bench.value("syslog_collector_tcp_connections", transport="tcp") == 0.0
+    assert bench.value("syslog_collector_refused_connections_total", reason="unregistered") == 1.0
+
+
+def test_connection_limits_in_all_and_per_sender():
+    bench = Bench()
+    limits = ConnectionLimits(max_total=3, max_per_sender=2)
+    tcp_factory = stream_factory(bench, limits=limits)
+    tls_factory = stream_factory(bench, limits=limits, tls=True)
+    first, _ = connect(tcp_factory, "192.0.2.1", 1)
+    _, second = connect(tls_factory, "192.0.2.1", 2)
+    _, third = connect(tcp_factory, "192.0.2.1", 3)
+    assert third.disconnecting and not second.disconnecting
+    assert bench.value("syslog_collector_refused_connections_total", reason="too_many_from_sender") == 1.0
+    _, fourth = connect(tcp_factory, "192.0.2.2", 4)
+    _, fifth = connect(tcp_factory, "192.0.2.3", 5)
+    assert not fourth.disconnecting and fifth.disconnecting
+    assert bench.value("syslog_collector_refused_connections_total", reason="too_many_connections") == 1.0
+    first.connectionLost()
+    _, sixth = connect(tcp_factory, "192.0.2.1", 6)
+    assert not sixth.disconnecting
+    assert bench.value("syslog_collector_tcp_connections", transport="tcp") == 2.0
+    assert bench.value("syslog_collector_tcp_connections", transport="tls") == 1.0
+
+
+def test_idle_connections_are_closed():
+    bench = Bench()
+    factory = stream_factory(bench, idle_timeout=10, frame_timeout=5)
+    factory.startFactory()
+    protocol, transport = connect(factory)
+    bench.clock.advance(9)
+    protocol.dataReceived(b"<13>1 - gw app - - - still here\n")
+    bench.clock.advance(9)
+    assert not transport.disconnecting
+    bench.clock.advance(2)
+    assert transport.disconnecting
+    assert bench.value("syslog_collector_closed_connections_total", reason="idle") == 1.0
+    protocol.connectionLost()
+    factory.stopFactory()
+
+
+def test_a_message_that_never_completes_is_cut_off():
+    bench = Bench()
+    factory = stream_factory(bench, idle_timeout=600, frame_timeout=5)
+    factory.startFactory()
+    protocol, transport = connect(factory)
+    # A byte every two seconds: never idle, but the message is never finished.
+    sent = b""
+    for byte in b"<13>1 - gw app - - - slowloris":
+        protocol.dataReceived(bytes([byte]))
+        sent += bytes([byte])
+        bench.clock.advance(2)
+        if transport.disconnecting:
+            break
+    assert transport.disconnecting
+    assert len(sent) == 3  # cut off 5 s after the message began
+    assert bench.value("syslog_collector_closed_connections_total", reason="frame_timeout") == 1.0
+    protocol.connectionLost()
+    assert bench.archived() == [sent]  # what came is still kept
+    factory.stopFactory()
+
+
+def test_steady_complete_messages_are_never_cut_off():
+    bench = Bench()
+    factory = stream_factory(bench, idle_timeout=600, frame_timeout=5)
+    factory.startFactory()
+    protocol, transport = connect(factory)
+    for _ in range(20):
+        protocol.dataReceived(b"<13>1 - gw app - - - one\n<13>1 - gw app - - - half of")
+        bench.clock.advance(2)
+        protocol.dataReceived(b" two\n")
+        bench.clock.advance(2)
+    assert not transport.disconnecting
+    protocol.connectionLost()
+    factory.stopFactory()
 
 
 def test_drain_closes_quiet_connections_first_and_all_at_the_deadline():
     bench = Bench()
-    factory = SyslogStreamFactory(bench.pipeline, bench.metrics, bench.clock, 65536)
-    connections = []
-    for port in (1, 2):
-        address = IPv4Address("TCP", "192.0.2.1", port)
-        protocol = factory.buildProtocol(address)
-        transport = StringTransport(peerAddress=address)
-        protocol.makeConnection(transport)
-        connections.append((protocol, transport))
+    factory = stream_factory(bench)
+    connections = [connect(factory, port=port) for port in (1, 2)]
     (quiet, quiet_transport), (busy, busy_transport) = connections
 
     drained = factory.drain(timeout=1.0)
