@@ -33,7 +33,8 @@ OTHER = "other"
 OTHER_HOST = OTHER
 REFUSAL_REASONS = ("unregistered",)
 CONNECTION_REFUSAL_REASONS = (
-    "unregistered", "too_many_connections", "too_many_from_sender", "tls_subject_mismatch")
+    "unregistered", "too_many_connections", "too_many_from_sender", "tls_subject_mismatch",
+    "tls_handshake")
 CLOSE_REASONS = ("idle", "frame_timeout")
 DROP_REASONS = ("archive_retry_buffer_full",)
 

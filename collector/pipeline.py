@@ -104,11 +104,14 @@ class Pipeline:
         self.refuse_connection(sender, "unregistered")
         return False
 
-    def refuse_connection(self, sender: Sender, reason: str, subject: str | None = None) -> None:
+    def refuse_connection(self, sender: Sender, reason: str, subject: str | None = None,
+                          error: str | None = None) -> None:
         self._metrics.refused_connections.labels(reason=reason).inc()
-        self._refusals.warn("refused a connection from {sender}: {reason}{subject}",
-                            sender=sender.text.decode(), reason=reason,
-                            subject="" if subject is None else f" (certificate subject {subject!r})")
+        detail = "" if subject is None else f" (certificate subject {subject!r})"
+        if error is not None:
+            detail += f" ({error})"
+        self._refusals.warn("refused a connection from {sender}: {reason}{detail}",
+                            sender=sender.text.decode(), reason=reason, detail=detail)
 
     def receive(self, messages: list[bytes], sender: Sender, transport: Transport,
                 firewall: Firewall | None = None) -> None:

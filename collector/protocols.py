@@ -125,6 +125,7 @@ class SyslogStreamProtocol(Protocol):
     # Accepted as a sender: its messages are processed.
     _accepted = False
     _firewall: Firewall | None = None
+    _handshake_done = False
 
     def connectionMade(self) -> None:  # noqa: N802
         factory = self.factory
@@ -147,6 +148,7 @@ class SyslogStreamProtocol(Protocol):
                 self.transport.loseConnection()
 
     def handshakeCompleted(self) -> None:  # noqa: N802
+        self._handshake_done = True
         subject = subject_common_name(self.transport.getPeerCertificate())
         refusal, self._firewall = self.factory.pipeline.hosts.tls_binding(self.sender.ip, subject)
         if refusal is not None:
@@ -180,6 +182,10 @@ class SyslogStreamProtocol(Protocol):
             truncated = decoder.truncated
             self._deliver(decoder.finish(), decoder.truncated - truncated)
         if self._admitted:
+            if self.factory.tls and not self._handshake_done:
+                # No certificate, an untrusted one, or no TLS at all.
+                self.factory.pipeline.refuse_connection(
+                    self.sender, "tls_handshake", error=reason.getErrorMessage())
             self.factory.limits.release(self.sender.ip)
             self.factory.connection_closed(self)
 

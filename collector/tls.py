@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 
 from collector.config import ConfigError, TlsSettings
@@ -18,7 +18,7 @@ def server_options(settings: TlsSettings) -> ssl.CertificateOptions:
     assert settings.certificate is not None and settings.key is not None
     chain = _certificates("tls.certificate", settings.certificate)
     try:
-        key = ssl.KeyPair.load(_read("tls.key", settings.key), ssl.FILETYPE_PEM)
+        key = ssl.KeyPair.load(_read("tls.key", settings.key), crypto.FILETYPE_PEM)
     except SSL.Error as e:
         raise ConfigError("tls.key", f"no private key in {str(settings.key)!r}: {e}") from None
     authorities = _certificates("tls.ca", settings.ca) if settings.ca is not None else []
