@@ -15,6 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, ProcessCollector
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -86,16 +87,25 @@ class Listener(Service):
 
     log = Logger()
 
-    def __init__(self, kind: str, listen: Callable[[], IListeningPort],
+    def __init__(self, kind: str, setting: str, listen: Callable[[], IListeningPort],
                  after_stop: Callable[[], Deferred[None]] | None = None) -> None:
         self.kind = kind
+        self.setting = setting
         self._listen = listen
         self._after_stop = after_stop
         self.port: IListeningPort | None = None
 
     def privilegedStartService(self) -> None:  # noqa: N802
         super().privilegedStartService()
-        self.port = self._listen()
+        try:
+            self.port = self._listen()
+        except CannotListenError as e:
+            # An operator's problem, not a bug: one line, no traceback, exit status 1.
+            reason = e.socketError.strerror if isinstance(e.socketError, OSError) else e.socketError
+            self.log.critical("cannot listen for {kind} on {address} ({setting}): {reason}",
+                              kind=self.kind, address=f"{e.interface or '*'}:{e.port}",
+                              setting=self.setting, reason=reason)
+            raise SystemExit(1) from None
         address = self.port.getHost()
         # One line per listener, stable so that scripts can read the bound port.
         self.log.info("listening {kind} on {host} port {port}",
@@ -219,12 +229,12 @@ def build(config: Config, reactor: Any) -> CollectorService:
     if (metrics_at := listen.metrics) is not None:
         site = Site(root_resource(registry))
         site.noisy = False
-        Listener("metrics", lambda: reactor.listenTCP(
+        Listener("metrics", "listen.metrics", lambda: reactor.listenTCP(
             metrics_at.port, site, interface=metrics_at.host)).setServiceParent(service)
     if (udp_at := listen.udp) is not None:
         datagrams = SyslogDatagramProtocol(pipeline, metrics, listen.udp_receive_buffer_bytes,
                                            listen.max_frame_bytes)
-        Listener("udp", lambda: reactor.listenUDP(
+        Listener("udp", "listen.udp", lambda: reactor.listenUDP(
             udp_at.port, datagrams, interface=udp_at.host, maxPacketSize=65536,
         )).setServiceParent(service)
     limits = config.limits
@@ -237,12 +247,12 @@ def build(config: Config, reactor: Any) -> CollectorService:
 
     if (tcp_at := listen.tcp) is not None:
         streams = stream_factory(tls=False)
-        Listener("tcp", lambda: reactor.listenTCP(tcp_at.port, streams, interface=tcp_at.host),
+        Listener("tcp", "listen.tcp", lambda: reactor.listenTCP(tcp_at.port, streams, interface=tcp_at.host),
                  after_stop=lambda: streams.drain(listen.drain_seconds)).setServiceParent(service)
     if config.tls.enabled and (tls_at := config.tls.listen) is not None:
         tls_streams = stream_factory(tls=True)
         context = server_options(config.tls)
-        Listener("tls", lambda: reactor.listenSSL(tls_at.port, tls_streams, context, interface=tls_at.host),
+        Listener("tls", "tls.listen", lambda: reactor.listenSSL(tls_at.port, tls_streams, context, interface=tls_at.host),
                  after_stop=lambda: tls_streams.drain(listen.drain_seconds)).setServiceParent(service)
     return service
 

@@ -1,4 +1,5 @@
 import ipaddress
+import socket
 import os
 import subprocess
 from datetime import timezone
@@ -191,3 +192,16 @@ def test_twistd_refuses_a_bad_config_before_listening(tmp_path, args, message):
     last_line = (result.stdout + result.stderr).strip().splitlines()[-1]
     assert message in last_line
     assert "listening" not in result.stdout + result.stderr
+
+
+def test_port_in_use_is_a_clear_start_up_error(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_twistd(tmp_path, "--udp", "127.0.0.1:0", "--tcp", "127.0.0.1:0",
+                            "--metrics", f"127.0.0.1:{port}", "--archive-dir", str(tmp_path / "a"))
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert f"cannot listen for metrics on 127.0.0.1:{port} (listen.metrics): Address already in use" in output
+    assert "Traceback" not in output
