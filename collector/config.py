@@ -14,7 +14,8 @@ import os
 import re
 import tempfile
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import timezone, tzinfo
 from pathlib import Path
@@ -370,15 +371,40 @@ def _networks(key: str, value: object) -> tuple[Network, ...]:
     return tuple(networks)
 
 
-def check_archive_dir(config: Config) -> None:
-    """Create the archive root if needed and prove a file can be written in it."""
+def check_archive_dir(config: Config, user: tuple[int, int] | None = None) -> None:
+    """Create the archive root if needed and prove a file can be written in it.
+
+    ``user`` is the (uid, gid) that the server will run as after binding its
+    ports as root (twistd's --uid/--gid): a root it creates is given to that
+    user, and the write is tried as that user.
+    """
     root = config.archive.dir
     try:
+        created = not root.exists()
         root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=root, prefix=".write-test-"):
-            pass
+        if created and user is not None and os.geteuid() == 0:
+            os.chown(root, *user)
+        with _effective_user(user):
+            with tempfile.TemporaryFile(dir=root, prefix=".write-test-"):
+                pass
     except OSError as e:
-        raise ConfigError("archive.dir", f"cannot write to {str(root)!r}: {e.strerror}") from None
+        who = "" if user is None else f" as uid {user[0]}"
+        raise ConfigError("archive.dir", f"cannot write to {str(root)!r}{who}: {e.strerror}") from None
+
+
+@contextmanager
+def _effective_user(user: tuple[int, int] | None) -> Iterator[None]:
+    if user is None or os.geteuid() != 0:
+        yield
+        return
+    uid, gid = user
+    os.setegid(gid)
+    os.seteuid(uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
 
 
 def describe(config: Config) -> str:

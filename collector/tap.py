@@ -8,6 +8,7 @@ fake one.
 
 from __future__ import annotations
 
+import pwd
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -61,15 +62,26 @@ class Options(usage.Options):
     def postOptions(self) -> None:  # noqa: N802
         overrides = {key: self[option] for option, key in OVERRIDES.items() if self[option] is not None}
         try:
-            self.config = load_checked(self["config"], overrides)
+            self.config = load_checked(self["config"], overrides, user=self._service_user())
         except ConfigError as e:
             raise usage.UsageError(f"configuration error: {describe_error(e)}") from None
 
 
-def load_checked(path: str | None, overrides: dict[str, Any] | None = None) -> Config:
+    def _service_user(self) -> tuple[int, int] | None:
+        """The user twistd's --uid/--gid will switch to after binding, if any."""
+        parent = getattr(self, "parent", None)
+        if parent is None or parent.get("uid") is None:
+            return None
+        uid = parent["uid"]
+        gid = parent.get("gid")
+        return uid, gid if gid is not None else pwd.getpwuid(uid).pw_gid
+
+
+def load_checked(path: str | None, overrides: dict[str, Any] | None = None,
+                 user: tuple[int, int] | None = None) -> Config:
     """Load a config and check the archive root can be written, as start-up does."""
     config = configuration.load(path, overrides)
-    configuration.check_archive_dir(config)
+    configuration.check_archive_dir(config, user)
     if config.tls.enabled:
         server_options(config.tls)
     return config
