@@ -1,4 +1,15 @@
 import ipaddress
+import tempfile
+from datetime import timezone
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collector.archive import FileArchive
+from collector.archive_line import parse_line
+from collector.framing import StreamDecoder
+from collector.pipeline import Pipeline
 
 from collector.config import Firewall, UnregisteredPolicy
 from collector.pipeline import Sender
@@ -142,3 +153,23 @@ def test_rate_limit_per_sender_drops_and_counts_by_host():
     other = Sender.from_address("192.0.2.2", 1)
     bench.pipeline.receive([b"<13>1 - gw app - - - other sender"], other, Transport.UDP)
     assert len(bench.archived("gw")) == 16
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=5))
+def test_any_bytes_from_the_wire_come_back_from_the_archive(messages):
+    """Octet-counted frames -> decoder -> pipeline -> archive file -> the same bytes."""
+    with tempfile.TemporaryDirectory() as root:
+        bench = Bench()
+        archive = FileArchive(Path(root), timezone.utc, 1.0, bench.metrics, bench.clock)
+        pipeline = Pipeline(hosts=bench.pipeline.hosts, archive=archive, metrics=bench.metrics,
+                            clock=bench.clock, syslog_timezone=timezone.utc)
+        archive.startService()
+        decoder = StreamDecoder()
+        stream = b"".join(b"%d %s" % (len(m), m) for m in messages)
+        pipeline.receive(decoder.feed(stream), SENDER, Transport.TCP)
+        archive.stopService()
+        archived = [parse_line(line).message
+                    for path in sorted(Path(root).glob("*/*.log"))
+                    for line in path.read_bytes().splitlines(keepends=True)]
+        assert sorted(archived) == sorted(messages)
