@@ -30,6 +30,8 @@ from collector.archive_line import TORN_MARKER, format_line, format_time
 from collector.metrics import CollectorMetrics
 
 RETRY_BUFFER_BYTES = 64 * 1024 * 1024
+# Lines buffered between flushes; past this, a flush happens at once.
+MAX_PENDING_BYTES = 16 * 1024 * 1024
 MAINTENANCE_INTERVAL = 3600.0
 
 # Runs a blocking function away from the reactor thread: deferToThreadPool
@@ -43,6 +45,13 @@ def run_synchronously(function: Callable[..., Any], *args: Any, **kwargs: Any) -
 
 class Archive(Protocol):
     def append(self, host: str, received_at: float, sender: bytes, message: bytes) -> None: ...
+
+    @property
+    def backlogged(self) -> bool:
+        """Whether the archive is behind: TCP senders should wait."""
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after each flush that leaves the archive not backlogged."""
 
 
 class _DayClock:
@@ -94,6 +103,8 @@ class FileArchive(Service):
         self._pending: dict[tuple[str, str], list[bytes]] = {}
         self._failed: OrderedDict[tuple[str, str], list[bytes]] = OrderedDict()
         self._failed_bytes = 0
+        self._pending_bytes = 0
+        self._drain_listeners: list[Callable[[], None]] = []
         self._files: OrderedDict[tuple[str, str], BinaryIO] = OrderedDict()
         self._compress = compress
         self._retention_days = retention_days
@@ -167,6 +178,14 @@ class FileArchive(Service):
         self._metrics.archive_write_errors.inc()
         self.log.failure("archive maintenance failed", failure)
 
+    @property
+    def backlogged(self) -> bool:
+        # Half the retry buffer: TCP senders wait before anything must be dropped.
+        return self._failed_bytes > self._retry_buffer_bytes // 2
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        self._drain_listeners.append(callback)
+
     def append(self, host: str, received_at: float, sender: bytes, message: bytes) -> None:
         key = (host, self._days.day(received_at))
         line = format_line(format_time(received_at), sender, message)
@@ -174,6 +193,9 @@ class FileArchive(Service):
             self._pending[key].append(line)
         except KeyError:
             self._pending[key] = [line]
+        self._pending_bytes += len(line)
+        if self._pending_bytes > MAX_PENDING_BYTES:
+            self.flush()
 
     def flush(self) -> None:
         """Write everything buffered; keep what could not be written for the next try."""
@@ -183,14 +205,20 @@ class FileArchive(Service):
         for key, lines in self._pending.items():
             batches.setdefault(key, []).extend(lines)
         self._pending = {}
+        self._pending_bytes = 0
         for key, lines in batches.items():
             if self._maintenance is not None and key[1] != current_day:
                 # A past day may be being compressed: write its lines after that.
                 self._pending[key] = lines
+                self._pending_bytes += sum(map(len, lines))
             else:
                 self._write(key, lines)
         for key in [k for k in self._files if k[1] != current_day]:
             self._close(key)
+        self._metrics.archive_backlog_bytes.set(self._failed_bytes)
+        if not self.backlogged:
+            for listener in self._drain_listeners:
+                listener()
         if current_day != self._current_day:
             self._current_day = current_day
             self.maintain()

@@ -207,6 +207,10 @@ class CollectorMetrics:
         self.archive_write_errors = counter(
             "archive_write_errors_total", "Failed writes to archive files (the lines are retried)")
         self.archive_open_files = gauge("archive_open_files", "Archive files held open")
+        self.archive_backlog_bytes = gauge(
+            "archive_backlog_bytes", "Lines that failed to be written and wait for a retry, in bytes")
+        self.paused_connections = gauge(
+            "paused_connections", "TCP and TLS connections paused while the archive is backlogged")
         self.archive_files_compressed = counter(
             "archive_files_compressed_total", "Closed days' archive files compressed with gzip")
         self.archive_files_deleted = counter(

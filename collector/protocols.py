@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from collector.archive import Archive
 from collector.config import Firewall
 from collector.framing import StreamDecoder, datagram_message
 from collector.metrics import CollectorMetrics
@@ -205,17 +206,24 @@ class SyslogStreamProtocol(Protocol):
         if truncated:
             self.factory.metrics.truncated_frames.labels(transport=transport.value).inc(truncated)
         if frames:
-            self.factory.pipeline.receive(frames, self.sender, transport, self._firewall)
+            factory = self.factory
+            factory.pipeline.receive(frames, self.sender, transport, self._firewall)
+            if factory.archive.backlogged:
+                factory.pause(self)
 
 
 class SyslogStreamFactory(Factory):
     protocol = SyslogStreamProtocol
     noisy = False
 
-    def __init__(self, pipeline: Pipeline, metrics: CollectorMetrics, clock: IReactorTime,
-                 max_frame: int, limits: ConnectionLimits, *, tls: bool = False,
+    def __init__(self, pipeline: Pipeline, archive: Archive, metrics: CollectorMetrics,
+                 clock: IReactorTime, max_frame: int, limits: ConnectionLimits, *, tls: bool = False,
                  idle_timeout: float = 600.0, frame_timeout: float = 30.0) -> None:
         self.pipeline = pipeline
+        self.archive = archive
+        # Connections paused until the archive catches up (backpressure).
+        self.paused: set[SyslogStreamProtocol] = set()
+        archive.when_drained(self.resume)
         self.metrics = metrics
         self.clock = clock
         self.max_frame = max_frame
@@ -246,7 +254,23 @@ class SyslogStreamFactory(Factory):
         self.connections.add(protocol)
         self._gauge.set(len(self.connections))
 
+    def pause(self, protocol: SyslogStreamProtocol) -> None:
+        """Stop reading from a connection: its sender waits, nothing is buffered here."""
+        if protocol not in self.paused:
+            self.paused.add(protocol)
+            protocol.transport.pauseProducing()
+            self.metrics.paused_connections.inc()
+
+    def resume(self) -> None:
+        paused, self.paused = self.paused, set()
+        for protocol in paused:
+            protocol.transport.resumeProducing()
+        self.metrics.paused_connections.dec(len(paused))
+
     def connection_closed(self, protocol: SyslogStreamProtocol) -> None:
+        if protocol in self.paused:
+            self.paused.discard(protocol)
+            self.metrics.paused_connections.dec()
         self.connections.discard(protocol)
         self._gauge.set(len(self.connections))
         if not self.connections:

@@ -254,7 +254,7 @@ def build(config: Config, reactor: Any) -> CollectorService:
 
     def stream_factory(tls: bool) -> SyslogStreamFactory:
         return SyslogStreamFactory(
-            pipeline, metrics, reactor, listen.max_frame_bytes, connection_limits, tls=tls,
+            pipeline, archive, metrics, reactor, listen.max_frame_bytes, connection_limits, tls=tls,
             idle_timeout=limits.idle_timeout_seconds, frame_timeout=limits.frame_timeout_seconds)
 
     if (tcp_at := listen.tcp) is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -18,6 +19,17 @@ class MemoryArchive:
 
     def __init__(self) -> None:
         self.messages: list[StoredMessage] = []
+        self.backlogged = False
+        self.drain_listeners: list[Callable[[], None]] = []
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        self.drain_listeners.append(callback)
+
+    def drain(self) -> None:
+        """As after a flush that caught up."""
+        self.backlogged = False
+        for listener in self.drain_listeners:
+            listener()
 
     def append(self, host: str, received_at: float, sender: bytes, message: bytes) -> None:
         self.messages.append(StoredMessage(host, received_at, sender, message))

@@ -296,3 +296,40 @@ def test_stop_waits_for_running_maintenance(tmp_path, registry):
     pending.callback(MaintenanceReport())
     assert stopped == [None]
     assert read(tmp_path / "archive" / "gw" / "2026-11-25.log") == [b"x"]
+
+
+def test_backlog_signals_senders_to_wait_and_drained_after_recovery(tmp_path, registry, monkeypatch):
+    clock = Clock()
+    clock.advance(NOON)
+    line_size = len(b"2026-11-25T12:00:00.000000Z 192.0.2.1:514 msg 0\n")
+    archive = make_archive(tmp_path, registry, clock, retry_buffer_bytes=10 * line_size)
+    drained = []
+    archive.when_drained(lambda: drained.append(clock.seconds()))
+    monkeypatch.setattr(collector.archive, "open", failing_open(errno.ENOSPC), raising=False)
+    for n in range(4):
+        archive.append("gw", clock.seconds(), SENDER, b"msg %d" % n)
+    clock.advance(1)
+    assert not archive.backlogged  # 4 lines held: under half the retry buffer
+    for n in range(4, 8):
+        archive.append("gw", clock.seconds(), SENDER, b"msg %d" % n)
+    drained.clear()
+    clock.advance(1)
+    assert archive.backlogged and drained == []
+    assert value(registry, "syslog_collector_archive_backlog_bytes") == 8 * line_size
+    monkeypatch.undo()
+    clock.advance(1)
+    assert not archive.backlogged and drained == [clock.seconds()]
+    assert len(read(tmp_path / "archive" / "gw" / "2026-11-25.log")) == 8
+    archive.stopService()
+
+
+def test_a_large_backlog_of_pending_lines_is_flushed_at_once(tmp_path, registry, monkeypatch):
+    monkeypatch.setattr(collector.archive, "MAX_PENDING_BYTES", 1000)
+    clock = Clock()
+    clock.advance(NOON)
+    archive = make_archive(tmp_path, registry, clock)
+    for n in range(30):
+        archive.append("gw", clock.seconds(), SENDER, b"line %d" % n)
+    # No time has passed, yet most lines are on disk already.
+    assert len(read(tmp_path / "archive" / "gw" / "2026-11-25.log")) >= 15
+    archive.stopService()

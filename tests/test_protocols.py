@@ -11,7 +11,7 @@ def udp(bench, max_frame=65536):
 
 
 def stream_factory(bench, max_frame=65536, limits=None, **kwargs):
-    return SyslogStreamFactory(bench.pipeline, bench.metrics, bench.clock, max_frame,
+    return SyslogStreamFactory(bench.pipeline, bench.archive, bench.metrics, bench.clock, max_frame,
                                limits or ConnectionLimits(100, 10), **kwargs)
 
 
@@ -202,3 +202,21 @@ def test_drain_closes_quiet_connections_first_and_all_at_the_deadline():
     assert fired == [None]
     assert not bench.clock.getDelayedCalls()
     assert len(bench.archived("gw")) == 11
+
+
+def test_connections_pause_while_the_archive_is_backlogged():
+    bench = Bench()
+    factory = stream_factory(bench)
+    protocol, transport = connect(factory)
+    other, other_transport = connect(factory, port=2)
+    protocol.dataReceived(b"<13>1 - gw app - - - fine\n")
+    assert transport.producerState == "producing"
+    bench.archive.backlogged = True
+    protocol.dataReceived(b"<13>1 - gw app - - - disk full\n")
+    assert transport.producerState == "paused"
+    assert other_transport.producerState == "producing"  # paused when it delivers
+    assert bench.value("syslog_collector_paused_connections") == 1.0
+    assert bench.archived("gw")[-1] == b"<13>1 - gw app - - - disk full"  # kept, not dropped
+    bench.archive.drain()
+    assert transport.producerState == "producing"
+    assert bench.value("syslog_collector_paused_connections") == 0.0
