@@ -52,7 +52,8 @@ TICKS = os.sysconf("SC_CLK_TCK")
 # One regex per record type, as an admin would write them (POSIX ERE; PCRE
 # takes them as they are).
 TYPE_PATTERNS = [
-    ("anti_spoofing", r"(Anti-Spoofing: Packet (from|to) .*, proto:|\{pktdrop\} packet dropped: Anti-spoofing \((from|to) )"),
+    ("anti_spoofing",
+     r"(Anti-Spoofing: Packet (from|to) .*, proto:|\{pktdrop\} packet dropped: Anti-spoofing \((from|to) )"),
     ("ftp_bounce_attack", r"FTP: Bounce attack attempt: client: [^,]+, server: "),
     ("ftp_malicious_reply", r"FTP: Malicious server reply: client: [^,]+, server: "),
     ("auth_failure", r"Authentication: .+: Client: [^ ]+: ."),
@@ -232,7 +233,8 @@ class SyslogNg(System):
 
     def command(self) -> list[str]:
         if self.transport == "udp":
-            source = f'network(ip("127.0.0.1") port({self.port}) transport("udp") flags(syslog-protocol) so-rcvbuf(8388608))'
+            source = (f'network(ip("127.0.0.1") port({self.port}) transport("udp") flags(syslog-protocol) '
+                      'so-rcvbuf(8388608))')
         elif self.transport == "tcp-lf":
             source = (f'network(ip("127.0.0.1") port({self.port}) transport("tcp") flags(syslog-protocol) '
                       f'max-connections(64) log-iw-size(640000))')

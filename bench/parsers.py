@@ -13,7 +13,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -66,10 +66,10 @@ def pipeline(stream_chunks: list[bytes], root: Path) -> int:
     clock = Clock()
     clock.advance(time.time())
     metrics = CollectorMetrics(CollectorRegistry(), 1000)
-    archive = FileArchive(root, timezone.utc, 1.0, metrics, clock)
+    archive = FileArchive(root, UTC, 1.0, metrics, clock)
     archive.startService()
     line = Pipeline(hosts=HostRegistry((), UnregisteredPolicy.ACCEPT), archive=archive,
-                    metrics=metrics, clock=clock, syslog_timezone=timezone.utc)
+                    metrics=metrics, clock=clock, syslog_timezone=UTC)
     decoder = StreamDecoder()
     sender = Sender.from_address("127.0.0.1", 40000)
     count = 0

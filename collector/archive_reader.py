@@ -13,7 +13,7 @@ import enum
 import gzip
 import zlib
 from collections.abc import Callable, Iterator
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -43,7 +43,7 @@ def host_summaries(root: Path) -> list[HostSummary]:
 
 def stamp(moment: datetime) -> str:
     """A time in the archive lines' own format, so that strings compare like times."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def files_between(root: Path, host: str, since: datetime | None, until: datetime | None) -> list[DayFile]:
@@ -52,8 +52,8 @@ def files_between(root: Path, host: str, since: datetime | None, until: datetime
     File days are in the archive's zone, which may be up to 14 hours from
     UTC: a day of margin on each side keeps every file that matters.
     """
-    low = (since.astimezone(timezone.utc).date() - timedelta(days=1)).isoformat() if since else ""
-    high = (until.astimezone(timezone.utc).date() + timedelta(days=1)).isoformat() if until else "9999"
+    low = (since.astimezone(UTC).date() - timedelta(days=1)).isoformat() if since else ""
+    high = (until.astimezone(UTC).date() + timedelta(days=1)).isoformat() if until else "9999"
     return [f for f in day_files(root, host) if low <= f.day <= high]
 
 
@@ -72,7 +72,7 @@ def read_messages(
     high = stamp(until) if until else "~"
     done = 0
     for day_file in files:
-        report = None if on_progress is None else (lambda position: on_progress(done + position))
+        report = None if on_progress is None else (lambda position, base=done: on_progress(base + position))
         for message in _read_file(day_file.path, on_damage, report):
             if low <= message.received_at < high:
                 yield message

@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
@@ -75,7 +75,7 @@ def parse_time(text: str) -> datetime:
         raise argparse.ArgumentTypeError(
             f"bad time {text!r}: expected RFC 3339 such as 2026-11-25T10:00:00Z, or a date "
             "such as 2026-11-25") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def check_config(path: str) -> int:

@@ -17,7 +17,7 @@ import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from datetime import timezone, tzinfo
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -116,7 +116,7 @@ def _positive_seconds(value: object) -> float:
 def parse_timezone(value: object) -> tzinfo:
     name: str = _typed(str, "a time zone name such as UTC or Europe/Prague")(value)
     if name.upper() == "UTC":
-        return timezone.utc
+        return UTC
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -125,11 +125,10 @@ def parse_timezone(value: object) -> tzinfo:
 
 def _enum(kind: type[enum.StrEnum]) -> Callable[[object], Any]:
     def parse(value: object) -> Any:
-        try:
+        if isinstance(value, str) and value in kind._value2member_map_:
             return kind(value)
-        except ValueError:
-            choices = ", ".join(repr(m.value) for m in kind)
-            raise ValueError(f"expected one of {choices}, got {value!r}") from None
+        choices = ", ".join(repr(m.value) for m in kind)
+        raise ValueError(f"expected one of {choices}, got {value!r}")
     return parse
 
 

@@ -14,7 +14,6 @@ from dataclasses import replace
 from datetime import datetime
 from ipaddress import IPv4Address, ip_address
 
-from collector.syslog import SyslogMessage
 from collector.records import (
     UNKNOWN,
     AntiSpoofing,
@@ -34,6 +33,7 @@ from collector.records import (
     Record,
     RecordType,
 )
+from collector.syslog import SyslogMessage
 
 # The first word of each record type.
 MARKER_TAGS = frozenset({"Anti-Spoofing", "Authentication", "Engine", "FTP", "IPS"})

@@ -10,18 +10,18 @@ record is counted and archived like anything else.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from collector import syslog
 from collector.archive import Archive
+from collector.config import Firewall
 from collector.hosts import HostRegistry, normalize_ip
 from collector.kerio import record_in
-from collector.ratelimit import TokenBucket
-from collector.config import Firewall
 from collector.metrics import CollectorMetrics, HostMetrics
+from collector.ratelimit import TokenBucket
 from collector.records import RecordType, Transport
 
 # Refusals and rate limiting are logged at most this often.
@@ -171,7 +171,7 @@ class Pipeline:
             zone = (firewall.timezone if firewall is not None and firewall.timezone is not None
                     else self._syslog_timezone)
             stamp = syslog.resolve_bsd(
-                message.bsd_timestamp, datetime.fromtimestamp(received_at, timezone.utc), zone)
+                message.bsd_timestamp, datetime.fromtimestamp(received_at, UTC), zone)
         if stamp is None or stamp.tzinfo is None:
             return
         host_metrics.next_skew_check = received_at + SKEW_SAMPLE_INTERVAL

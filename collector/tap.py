@@ -264,7 +264,8 @@ def build(config: Config, reactor: Any) -> CollectorService:
     if config.tls.enabled and (tls_at := config.tls.listen) is not None:
         tls_streams = stream_factory(tls=True)
         context = server_options(config.tls)
-        Listener("tls", "tls.listen", lambda: reactor.listenSSL(tls_at.port, tls_streams, context, interface=tls_at.host),
+        Listener("tls", "tls.listen",
+                 lambda: reactor.listenSSL(tls_at.port, tls_streams, context, interface=tls_at.host),
                  after_stop=lambda: tls_streams.drain(listen.drain_seconds)).setServiceParent(service)
     return service
 

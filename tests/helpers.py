@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from prometheus_client import CollectorRegistry
 from twisted.internet.task import Clock
 
@@ -18,7 +20,6 @@ class Bench:
     def __init__(self, firewalls: tuple[Firewall, ...] = (),
                  unregistered: UnregisteredPolicy = UnregisteredPolicy.ACCEPT,
                  max_hosts: int = 1000) -> None:
-        from datetime import timezone
 
         self.clock = Clock()
         self.clock.advance(1_764_072_000)  # 2025-11-25T12:00:00Z
@@ -27,7 +28,7 @@ class Bench:
         self.archive = MemoryArchive()
         self.pipeline = Pipeline(
             hosts=HostRegistry(firewalls, unregistered), archive=self.archive,
-            metrics=self.metrics, clock=self.clock, syslog_timezone=timezone.utc)
+            metrics=self.metrics, clock=self.clock, syslog_timezone=UTC)
 
     def value(self, name: str, **labels: str) -> float | None:
         return self.registry.get_sample_value(name, labels)

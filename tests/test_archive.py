@@ -2,7 +2,7 @@ import builtins
 import errno
 import gzip
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -14,7 +14,7 @@ from collector.archive import FileArchive
 from collector.archive_line import parse_line
 from collector.metrics import CollectorMetrics
 
-NOON = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc).timestamp()
+NOON = datetime(2026, 11, 25, 12, 0, tzinfo=UTC).timestamp()
 SENDER = b"192.0.2.1:514"
 
 
@@ -24,7 +24,7 @@ def registry():
 
 
 def make_archive(tmp_path, registry, clock, **kwargs):
-    kwargs.setdefault("zone", timezone.utc)
+    kwargs.setdefault("zone", UTC)
     kwargs.setdefault("flush_interval", 1.0)
     archive = FileArchive(tmp_path / "archive", metrics=CollectorMetrics(registry, 1000), clock=clock,
                           **kwargs)

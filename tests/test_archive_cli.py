@@ -4,7 +4,7 @@ import os
 import pty
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -17,7 +17,7 @@ from collector.framing import StreamDecoder
 from collector.metrics import CollectorMetrics
 from collector_process import REPO
 
-DAY1 = datetime(2026, 11, 24, 10, 0, tzinfo=timezone.utc).timestamp()
+DAY1 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC).timestamp()
 SENDER = b"192.0.2.1:514"
 AUTH = b"<116>1 - gw security - - - Authentication: Admin: Client: 192.0.2.9: wrong password"
 ENGINE = b"<116>1 - gw security - - - Engine: Startup."
@@ -29,7 +29,7 @@ def root(tmp_path):
     """gw: Nov 24 (compressed) and Nov 25 (open .log); fw2: Nov 25."""
     clock = Clock()
     clock.advance(DAY1)
-    archive = FileArchive(tmp_path / "archive", timezone.utc, 1.0,
+    archive = FileArchive(tmp_path / "archive", UTC, 1.0,
                           CollectorMetrics(CollectorRegistry(), 100), clock)
     archive.startService()
     archive.append("gw", clock.seconds(), SENDER, AUTH)
@@ -130,7 +130,7 @@ def test_torn_line_is_marked_on_reopen_and_skipped_by_readers(root, capsysbinary
         file.write(b"2026-11-25T10:00:02.000000Z 192.0.2.1:514 <116>1 - gw security - - - cut sh")
     clock = Clock()
     clock.advance(DAY1 + 86400 + 5)
-    archive = FileArchive(root, timezone.utc, 1.0, CollectorMetrics(CollectorRegistry(), 100), clock)
+    archive = FileArchive(root, UTC, 1.0, CollectorMetrics(CollectorRegistry(), 100), clock)
     archive.startService()
     archive.append("gw", clock.seconds(), SENDER, ENGINE)
     archive.stopService()

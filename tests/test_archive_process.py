@@ -4,7 +4,7 @@ bounded by the flush interval, and host names that try to escape the root."""
 import os
 import signal
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from collector.archive_line import parse_line
 from collector.hosts import sanitize_host
@@ -12,7 +12,7 @@ from collector_process import CollectorProcess
 
 
 def today():
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    return datetime.now(UTC).strftime("%Y-%m-%d")
 
 
 def wait_until(predicate, timeout=15.0):

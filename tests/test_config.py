@@ -1,8 +1,8 @@
 import ipaddress
-import socket
 import os
+import socket
 import subprocess
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -29,7 +29,7 @@ def test_defaults_need_no_file():
     assert loaded.listen.metrics == ListenAddress("", 9514)
     assert loaded.archive.dir == Path("archive")
     assert loaded.archive.flush_interval_seconds == 1.0
-    assert loaded.archive.timezone is timezone.utc
+    assert loaded.archive.timezone is UTC
     assert loaded.hosts.unregistered is UnregisteredPolicy.ACCEPT
     assert loaded.metrics.max_hosts == 1000
 

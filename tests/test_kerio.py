@@ -8,8 +8,20 @@ from hypothesis import strategies as st
 
 from collector.kerio import parse_endpoint, parse_record
 from collector.records import (
-    AntiSpoofing, AuthFailure, AuthService, Direction, Endpoint, FtpAttack, FtpKind, IpsAction,
-    IpsEvent, IpsSeverity, Protocol, ReasonClass, RecordType)
+    AntiSpoofing,
+    AuthFailure,
+    AuthService,
+    Direction,
+    Endpoint,
+    FtpAttack,
+    FtpKind,
+    IpsAction,
+    IpsEvent,
+    IpsSeverity,
+    Protocol,
+    ReasonClass,
+    RecordType,
+)
 
 CORPUS = Path(__file__).parent / "corpus" / "kerio-security.txt"
 

@@ -21,7 +21,7 @@ def test_udp_socket_metrics_read_at_scrape_time():
     metrics = CollectorMetrics(registry, 10)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        address = "127.0.0.1:%d" % sock.getsockname()[1]
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
         metrics.udp_sockets.watch(sock, 123456)
         labels = {"address": address}
         assert registry.get_sample_value("syslog_collector_udp_receive_buffer_requested_bytes", labels) == 123456

@@ -1,6 +1,6 @@
 import ipaddress
 import tempfile
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -8,11 +8,9 @@ from hypothesis import strategies as st
 
 from collector.archive import FileArchive
 from collector.archive_line import parse_line
-from collector.framing import StreamDecoder
-from collector.pipeline import Pipeline
-
 from collector.config import Firewall, UnregisteredPolicy
-from collector.pipeline import Sender
+from collector.framing import StreamDecoder
+from collector.pipeline import Pipeline, Sender
 from collector.records import RecordType, Transport
 from helpers import Bench
 
@@ -161,9 +159,9 @@ def test_any_bytes_from_the_wire_come_back_from_the_archive(messages):
     """Octet-counted frames -> decoder -> pipeline -> archive file -> the same bytes."""
     with tempfile.TemporaryDirectory() as root:
         bench = Bench()
-        archive = FileArchive(Path(root), timezone.utc, 1.0, bench.metrics, bench.clock)
+        archive = FileArchive(Path(root), UTC, 1.0, bench.metrics, bench.clock)
         pipeline = Pipeline(hosts=bench.pipeline.hosts, archive=archive, metrics=bench.metrics,
-                            clock=bench.clock, syslog_timezone=timezone.utc)
+                            clock=bench.clock, syslog_timezone=UTC)
         archive.startService()
         decoder = StreamDecoder()
         stream = b"".join(b"%d %s" % (len(m), m) for m in messages)

@@ -74,9 +74,9 @@ def expand(expression):
 
 def per_host_metrics():
     """Names of the samples that carry a host label."""
-    from helpers import Bench
     from collector.pipeline import Sender
     from collector.records import Transport
+    from helpers import Bench
 
     bench = Bench()
     lines = [line for lines in TRAFFIC.values() for line in lines]
@@ -234,7 +234,7 @@ def test_every_dashboard_and_alert_query_runs_and_panels_fill(collector, prometh
             empty.append(f"{dashboard}: {title}")
     assert empty == []
 
-    for alert, expression in alert_expressions():
+    for _alert, expression in alert_expressions():
         query(prometheus, expression)  # valid; firing or not is promtool's part
 
     per_host = {r["metric"]["host"]: float(r["value"][1]) for r in query(

@@ -1,14 +1,13 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.syslog import (
-    BsdTimestamp, Dialect, Facility, Severity, StructuredDataElement, parse, resolve_bsd)
+from collector.syslog import BsdTimestamp, Dialect, Facility, Severity, StructuredDataElement, parse, resolve_bsd
 
-UTC = timezone.utc
+UTC = UTC
 
 
 # RFC 5424 section 6.5, examples 1 to 4.
