@@ -15,6 +15,7 @@ be: readers skip the line before it and report it.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass
@@ -49,7 +50,13 @@ def format_time(seconds: float) -> bytes:
     micros = int(round((seconds - whole) * 1_000_000))
     if micros == 1_000_000:
         whole, micros = whole + 1, 0
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)).encode() + b".%06dZ" % micros
+    return _second(whole) + b".%06dZ" % micros
+
+
+@functools.lru_cache(maxsize=4)
+def _second(whole: int) -> bytes:
+    # Messages arrive many to a second: format each second once.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)).encode()
 
 
 def format_line(stamp: bytes, sender: bytes, message: bytes) -> bytes:

@@ -178,7 +178,7 @@ class LimitSettings:
     frame_timeout_seconds: float = _setting(
         30.0, _positive_seconds, "a message begun must be complete within this time (slowloris)")
     max_messages_per_second_per_sender: int = _setting(
-        50000, _non_negative_int, "token bucket per sender address, burst of one second (0: none)")
+        200000, _non_negative_int, "token bucket per sender address, burst of one second (0: none)")
 
 
 @dataclass(frozen=True, slots=True)

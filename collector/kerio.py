@@ -327,6 +327,23 @@ def parse_endpoint(text: str) -> Endpoint | None:
 
     A bare IPv6 address is never split at its last colon.
     """
+    # Firewalls log the same endpoints over and over; endpoints are immutable.
+    try:
+        return _ENDPOINTS[text]
+    except KeyError:
+        pass
+    endpoint = _parse_endpoint(text)
+    if len(_ENDPOINTS) >= _ENDPOINT_CACHE_SIZE:
+        _ENDPOINTS.clear()
+    _ENDPOINTS[text] = endpoint
+    return endpoint
+
+
+_ENDPOINT_CACHE_SIZE = 16384
+_ENDPOINTS: dict[str, Endpoint | None] = {}
+
+
+def _parse_endpoint(text: str) -> Endpoint | None:
     hostname = user = None
     if text.endswith(")") and "(" in text:
         text, _, note = text[:-1].partition("(")
@@ -363,9 +380,9 @@ def _address(text: str) -> IPAddress | None:
     # Dotted quads are most addresses: building them from an integer is much
     # cheaper than ip_address(), above all when it fails and raises.
     if ":" not in text:
-        octets = text.split(".")
-        if len(octets) == 4 and text.isascii() and all(o.isdigit() and len(o) <= 3 for o in octets):
-            a, b, c, d = map(int, octets)
+        quad = _DOTTED_QUAD.fullmatch(text)
+        if quad is not None:
+            a, b, c, d = map(int, quad.groups())
             if a < 256 and b < 256 and c < 256 and d < 256:
                 return IPv4Address(a << 24 | b << 16 | c << 8 | d)
         return None
@@ -373,6 +390,9 @@ def _address(text: str) -> IPAddress | None:
         return ip_address(text)
     except ValueError:
         return None
+
+
+_DOTTED_QUAD = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})")
 
 
 def _port(text: str) -> int | None:

@@ -68,12 +68,9 @@ class HostMetrics:
         self._details: dict[tuple[Any, ...], Any] = {}
         self._interfaces: set[str] = set()
 
-    def record(self, record: Record, received_at: float) -> None:
-        """Count one record: its type, and the breakdown its type has."""
+    def record_details(self, record: Record, received_at: float) -> None:
+        """Count the breakdown a typed record has (its type is counted in ``records``)."""
         record_type = record.type
-        self.records[record_type].inc()
-        if record_type is RecordType.UNKNOWN:
-            return
         if record_type is RecordType.ANTI_SPOOFING:
             assert isinstance(record, AntiSpoofing)
             interface = self._interface(record.interface)
@@ -89,7 +86,7 @@ class HostMetrics:
             self.engine_last_start.set(received_at)
         elif record_type is RecordType.ENGINE_SHUTDOWN:
             self.engine_shutdowns.inc()
-        else:
+        elif record_type is not RecordType.UNKNOWN:
             assert isinstance(record, FtpAttack)
             self.ftp_attacks[record.kind].inc()
 

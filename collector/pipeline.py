@@ -125,6 +125,9 @@ class Pipeline:
         resolve = self.hosts.resolve
         append = self._archive.append
         allowed = len(messages) if not self._rate else self._allowance(sender, len(messages), received_at)
+        # Counted per batch, not per message: a TCP chunk holds many messages of few hosts.
+        volumes: dict[HostMetrics, list[int]] = {}
+        types: dict[tuple[HostMetrics, RecordType], int] = {}
         for index, raw in enumerate(messages):
             message = syslog.parse(raw)
             if message.header_error is not None:
@@ -139,16 +142,27 @@ class Pipeline:
                 continue
             record = record_in(message)
             append(host.name, received_at, sender.text, raw)
-            host_metrics.record(record, received_at)
-            host_metrics.received_messages[transport].inc()
-            host_metrics.received_bytes[transport].inc(len(raw))
-            host_metrics.last_message.set(received_at)
+            volume = volumes.get(host_metrics)
+            if volume is None:
+                volume = volumes[host_metrics] = [0, 0]
+            volume[0] += 1
+            volume[1] += len(raw)
+            key = (host_metrics, record.type)
+            types[key] = types.get(key, 0) + 1
+            if record.type is not RecordType.UNKNOWN:
+                host_metrics.record_details(record, received_at)
             if record.defects:
                 self._record_parse_errors[record.type].inc()
             if host.hostname_mismatch:
                 host_metrics.hostname_mismatches.inc()
             if received_at >= host_metrics.next_skew_check:
                 self._observe_skew(host_metrics, message, received_at, host.firewall)
+        for host_metrics, (count, size) in volumes.items():
+            host_metrics.received_messages[transport].inc(count)
+            host_metrics.received_bytes[transport].inc(size)
+            host_metrics.last_message.set(received_at)
+        for (host_metrics, record_type), count in types.items():
+            host_metrics.records[record_type].inc(count)
 
     def _allowance(self, sender: Sender, wanted: int, now: float) -> int:
         bucket = self._buckets.get(sender.ip)
