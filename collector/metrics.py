@@ -30,7 +30,6 @@ from collector.records import (
 
 PREFIX = "syslog_collector_"
 OTHER = "other"
-OTHER_HOST = OTHER
 REFUSAL_REASONS = ("unregistered",)
 CONNECTION_REFUSAL_REASONS = (
     "unregistered", "too_many_connections", "too_many_from_sender", "tls_subject_mismatch",
@@ -232,7 +231,7 @@ class CollectorMetrics:
             pass
         if len(self._hosts) >= self.max_hosts:
             self.host_overflow.inc()
-            name = OTHER_HOST
+            name = OTHER
             if name in self._hosts:
                 return self._hosts[name]
         metrics = self._hosts[name] = HostMetrics(self, name)
