@@ -10,7 +10,6 @@ after; then stops it.
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import tempfile
 import time
@@ -19,8 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from collector_process import CollectorProcess  # noqa: E402
 from compare import peak_rss  # noqa: E402
+
+from collector_process import CollectorProcess  # noqa: E402
 
 
 def rss(pid: int) -> int:
