@@ -141,3 +141,12 @@ def test_udp_buffer_and_kernel_drops_are_visible(tmp_path):
         assert received + drops == 200
     finally:
         process.kill()
+
+
+def test_sigint_stops_gracefully_too(collector):
+    with collector.connect_tcp() as sock:
+        sock.sendall(b"<13>1 - fw-int app - - - Engine: Shutdown.\n")
+        collector.wait_for("syslog_collector_received_messages_total", 1, host="fw-int", transport="tcp")
+    collector.process.send_signal(signal.SIGINT)
+    assert collector.process.wait(30) in (0, -signal.SIGINT)
+    assert collector.archived("fw-int") == [b"<13>1 - fw-int app - - - Engine: Shutdown."]
