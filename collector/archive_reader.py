@@ -133,6 +133,8 @@ def jsonable(value: Any) -> Any:
         return str(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):  # a NamedTuple
+        return {name: jsonable(v) for name, v in value._asdict().items()}
     if isinstance(value, tuple | list):
         return [jsonable(v) for v in value]
     return value

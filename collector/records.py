@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address
 
@@ -75,8 +76,9 @@ class IpsSeverity(enum.StrEnum):
     OTHER = "other"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Endpoint:
+class Endpoint(NamedTuple):
+    """An address and port of a packet; a NamedTuple, as it is built twice a record."""
+
     address: IPAddress
     port: int | None = None
     # IPS lines annotate endpoints with a resolved host name and a user.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 from datetime import datetime, tzinfo
 
 BOM = b"\xef\xbb\xbf"
@@ -84,8 +85,10 @@ class StructuredDataElement:
     params: tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class SyslogMessage:
+class SyslogMessage(NamedTuple):
+    """One parsed message. A NamedTuple, not a frozen dataclass: it is built
+    for every message received, and that is several times cheaper."""
+
     dialect: Dialect
     msg: bytes
     facility: Facility | None = None
