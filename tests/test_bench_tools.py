@@ -1,0 +1,35 @@
+"""The benchmark's load and its loss accounting, which the figures rest on."""
+
+import sys
+
+from collector import syslog
+from collector.framing import StreamDecoder
+from collector.kerio import record_in
+from collector.records import RecordType
+from collector_process import REPO
+
+sys.path.insert(0, str(REPO / "bench"))
+import loadgen  # noqa: E402
+
+
+def test_messages_are_numbered_rfc5424_with_every_record_type():
+    messages = loadgen.build(5000, hosts=7)
+    parsed = [syslog.parse(m) for m in messages]
+    assert all(p.header_error is None for p in parsed)
+    assert [p.msgid for p in parsed[:3]] == ["s0", "s1", "s2"]
+    assert len({p.hostname for p in parsed}) == 7
+    assert {record_in(p).type for p in parsed} == set(RecordType)
+
+
+def test_framed_load_decodes_back():
+    messages = loadgen.build(300, hosts=3)
+    for transport in ("tcp-lf", "tcp-octet"):
+        assert StreamDecoder().feed(b"".join(loadgen.frame(messages, transport))) == messages
+
+
+def test_loss_and_duplicates_are_counted_by_sequence_number():
+    messages = loadgen.build(10, hosts=2)
+    written = b"\n".join(messages[:4] + messages[6:] + messages[8:9])
+    seen = bytearray(10)
+    assert loadgen.count_sequences(written, seen) == 1
+    assert [i for i, s in enumerate(seen) if not s] == [4, 5]
