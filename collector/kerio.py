@@ -344,6 +344,12 @@ _ENDPOINTS: dict[str, Endpoint | None] = {}
 
 
 def _parse_endpoint(text: str) -> Endpoint | None:
+    quad_port = _QUAD_PORT.fullmatch(text)
+    if quad_port is not None:  # the common case, in one match
+        a, b, c, d, port = map(int, quad_port.groups())
+        if a < 256 and b < 256 and c < 256 and d < 256 and port < 65536:
+            return Endpoint(IPv4Address(a << 24 | b << 16 | c << 8 | d), port)
+        return None
     hostname = user = None
     if text.endswith(")") and "(" in text:
         text, _, note = text[:-1].partition("(")
@@ -392,6 +398,7 @@ def _address(text: str) -> IPAddress | None:
         return None
 
 
+_QUAD_PORT = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3}):([0-9]{1,5})")
 _DOTTED_QUAD = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})")
 
 
