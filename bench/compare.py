@@ -81,14 +81,33 @@ def port_bound(port: int, transport: str) -> bool:
     return False
 
 
+def process_tree(pid: int) -> list[int]:
+    """A process and its descendants (worker processes count too)."""
+    pids = [pid]
+    for parent in pids:
+        try:
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        except FileNotFoundError:
+            continue
+        pids += [int(child) for child in children]
+    return pids
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    total = 0.0
+    for member in process_tree(pid):
+        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
 
 
 def peak_rss(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+    """Peak RSS, summed over the process and its descendants."""
+    total = 0
+    for member in process_tree(pid):
+        status = Path(f"/proc/{member}/status").read_text()
+        total += next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+    return total
 
 
 def output_size(directory: Path) -> int:
@@ -158,11 +177,13 @@ class System:
 
 class Collector(System):
     name = "collector"
+    workers = 1
 
     def command(self) -> list[str]:
         config = self.workdir / "collector.toml"
         config.write_text("[archive]\nflush_interval_seconds = 0.1\n"
-                          "[limits]\nmax_messages_per_second_per_sender = 0\n")
+                          "[limits]\nmax_messages_per_second_per_sender = 0\n"
+                          f"[workers]\ncount = {self.workers}\n")
         listen = f"127.0.0.1:{self.port}"
         return [str(Path(sys.executable).with_name("twistd")), "-n", "--pidfile=",
                 f"--logfile={self.workdir / 'collector.log'}", "syslog-collector", "--config", str(config),
@@ -175,6 +196,22 @@ class Collector(System):
 
     def written(self) -> bytes:
         return b"\n".join(m.message for m in read_messages(day_files(self.out)))
+
+
+class CollectorTwoWorkers(Collector):
+    name = "collector-2"
+    workers = 2
+
+    def start(self) -> None:
+        super().start()
+        # The port is bound by the first worker; wait for the second as well.
+        deadline = time.monotonic() + 30
+        while (self.workdir / "collector.log").read_text().count("listening tcp on") + \
+                (self.workdir / "collector.log").read_text().count("listening udp on") < 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the second worker did not start")
+            time.sleep(0.05)
+
 
 
 class Rsyslog(System):
@@ -264,7 +301,7 @@ class SyslogNg(System):
         return dict(os.environ, LD_LIBRARY_PATH=str(SYSLOG_NG / "usr/lib/syslog-ng"))
 
 
-SYSTEMS = {s.name: s for s in (Collector, Rsyslog, RsyslogPlain, SyslogNg)}
+SYSTEMS = {s.name: s for s in (Collector, CollectorTwoWorkers, Rsyslog, RsyslogPlain, SyslogNg)}
 
 
 def run_once(system_class: type[System], messages: list[bytes], transport: str, connections: int,

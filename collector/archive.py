@@ -92,6 +92,8 @@ class FileArchive(Service):
         retention_days: int = 0,
         max_host_bytes: int = 0,
         run_in_thread: RunInThread = run_synchronously,
+        maintains_files: bool = True,
+        quiet_seconds: float = 0.0,
     ) -> None:
         self.root = root
         self._days = _DayClock(zone)
@@ -111,6 +113,9 @@ class FileArchive(Service):
         self._retention_days = retention_days
         self._max_host_bytes = max_host_bytes
         self._run_in_thread = run_in_thread
+        # With several workers, one compresses and prunes, after files go quiet.
+        self._maintains_files = maintains_files
+        self._quiet_seconds = quiet_seconds
         self._maintenance: Deferred[None] | None = None
         self._current_day = ""
         self._flusher = LoopingCall(self.flush)
@@ -150,12 +155,13 @@ class FileArchive(Service):
 
     def maintain(self) -> None:
         """Compress closed days and apply retention, in a thread; one run at a time."""
-        if self._maintenance is not None:
+        if self._maintenance is not None or not self._maintains_files:
             return
         today = self._days.day(self._clock.seconds())
         job = self._run_in_thread(
             maintain, self.root, today, compress_closed=self._compress,
-            retention_days=self._retention_days, max_host_bytes=self._max_host_bytes)
+            retention_days=self._retention_days, max_host_bytes=self._max_host_bytes,
+            quiet_seconds=self._quiet_seconds)
         job.addCallbacks(self._maintained, self._maintenance_failed)
         job.addBoth(self._maintenance_ended)
         if not job.called:

@@ -18,6 +18,7 @@ import gzip
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -109,12 +110,14 @@ class MaintenanceReport:
 
 
 def maintain(root: Path, today: str, *, compress_closed: bool, retention_days: int,
-             max_host_bytes: int) -> MaintenanceReport:
+             max_host_bytes: int, quiet_seconds: float = 0.0) -> MaintenanceReport:
     """Finish or redo interrupted compressions, compress closed days, apply retention.
 
     ``today``'s file is never touched. ``retention_days`` keeps that many
     days before today (0: keep all); ``max_host_bytes`` bounds each host's
-    files, oldest removed first (0: no bound).
+    files, oldest removed first (0: no bound). A ``.log`` written to in the
+    last ``quiet_seconds`` is left for a later run: another worker process may
+    still be flushing into it.
     """
     report = MaintenanceReport()
     for directory in _host_dirs(root):
@@ -122,7 +125,8 @@ def maintain(root: Path, today: str, *, compress_closed: bool, retention_days: i
             _remove(leftover, report, None)
     if compress_closed:
         for day_file in day_files(root):
-            if not day_file.compressed and day_file.day < today:
+            if (not day_file.compressed and day_file.day < today
+                    and (not quiet_seconds or _idle_for(day_file.path) >= quiet_seconds)):
                 try:
                     report.compressed.append(compress(day_file.path))
                 except OSError as e:
@@ -144,6 +148,13 @@ def maintain(root: Path, today: str, *, compress_closed: bool, retention_days: i
                 if _remove(day_file.path, report, report.deleted_by_size):
                     total -= day_file.size
     return report
+
+
+def _idle_for(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _remove(path: Path, report: MaintenanceReport, deleted: list[Path] | None) -> bool:

@@ -182,6 +182,12 @@ class LimitSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    count: int = _setting(
+        1, _positive_int, "processes sharing the listening ports (SO_REUSEPORT); more use more cores")
+
+
+@dataclass(frozen=True, slots=True)
 class ArchiveSettings:
     dir: Path = _setting("archive", lambda v: Path(_typed(str, "a directory path")(v)),
                          "root of the per-host archives, relative to the working directory")
@@ -236,6 +242,7 @@ class Config:
     listen: ListenSettings = ListenSettings()
     tls: TlsSettings = TlsSettings()
     limits: LimitSettings = LimitSettings()
+    workers: WorkerSettings = WorkerSettings()
     archive: ArchiveSettings = ArchiveSettings()
     syslog: SyslogSettings = SyslogSettings()
     hosts: HostSettings = HostSettings()
@@ -247,6 +254,7 @@ _SECTIONS: dict[str, type] = {
     "listen": ListenSettings,
     "tls": TlsSettings,
     "limits": LimitSettings,
+    "workers": WorkerSettings,
     "archive": ArchiveSettings,
     "syslog": SyslogSettings,
     "hosts": HostSettings,

@@ -131,8 +131,9 @@ class CollectorMetrics:
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(PREFIX + name, doc, labels, registry=registry)
 
-        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
-            return Gauge(PREFIX + name, doc, labels, registry=registry)
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = (), mode: str = "livesum") -> Gauge:
+            # The mode says how workers' values combine (multiprocess mode only).
+            return Gauge(PREFIX + name, doc, labels, registry=registry, multiprocess_mode=mode)
 
         self.records = counter(
             "records_total", "Kerio security records received, by firewall and record type",
@@ -161,17 +162,17 @@ class CollectorMetrics:
             ("host", "event"))
         self.engine_last_start = gauge(
             "engine_last_start_timestamp_seconds",
-            "Receive time of the last engine startup record of a firewall", ("host",))
+            "Receive time of the last engine startup record of a firewall", ("host",), mode="max")
         self.last_message = gauge(
             "last_message_timestamp_seconds", "Receive time of the last message from a firewall",
-            ("host",))
+            ("host",), mode="max")
         self.hostname_mismatches = counter(
             "hostname_mismatches_total",
             "Messages from a registered firewall whose HOSTNAME names another host", ("host",))
         self.clock_skew = gauge(
             "clock_skew_seconds",
             "Receive time minus the firewall's own syslog timestamp, last sampled (once a second)",
-            ("host",))
+            ("host",), mode="mostrecent")
         self.host_overflow = counter(
             "host_label_overflow_total",
             "Messages counted under host=\"other\" because metrics.max_hosts was reached")

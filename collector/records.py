@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import NamedTuple
 from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address
+from typing import NamedTuple
 
 IPAddress = IPv4Address | IPv6Address
 

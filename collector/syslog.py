@@ -12,8 +12,8 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from typing import NamedTuple
 from datetime import datetime, tzinfo
+from typing import NamedTuple
 
 BOM = b"\xef\xbb\xbf"
 _NIL = b"-"

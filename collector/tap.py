@@ -11,9 +11,11 @@ from __future__ import annotations
 import pwd
 import signal
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
@@ -32,6 +34,17 @@ from collector.pipeline import Pipeline
 from collector.protocols import ConnectionLimits, SyslogDatagramProtocol, SyslogStreamFactory
 from collector.tls import server_options
 from collector.web import root_resource
+from collector.workers import (
+    WorkerSupervisor,
+    listen_shared_tcp,
+    listen_shared_udp,
+    new_metrics_dir,
+    worker_index,
+    worker_tls_address,
+)
+
+# With several workers, a past day's file is compressed once nobody wrote to it for this long.
+SHARED_FILE_QUIET_SECONDS = 120.0
 
 # Command-line option -> config key it overrides.
 OVERRIDES = {
@@ -66,6 +79,14 @@ class Options(usage.Options):
         except ConfigError as e:
             raise usage.UsageError(f"configuration error: {describe_error(e)}") from None
 
+
+    def plugin_args(self) -> list[str]:
+        """The options as given, for starting worker processes alike."""
+        args = [] if self["config"] is None else ["--config", self["config"]]
+        for option in OVERRIDES:
+            if self[option] is not None:
+                args += [f"--{option}", self[option]]
+        return args
 
     def _service_user(self) -> tuple[int, int] | None:
         """The user twistd's --uid/--gid will switch to after binding, if any."""
@@ -206,17 +227,41 @@ class ReloadOnHangup(Service):
         self._reactor.callFromThread(self._collector.reload, self._config_path)
 
 
-def makeService(options: Options, reactor: Any = None) -> CollectorService:  # noqa: N802
+def makeService(options: Options, reactor: Any = None) -> MultiService:  # noqa: N802
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    service = build(options.config, reactor)
+    config = options.config
+    worker = worker_index()
+    if config.workers.count > 1 and worker is None:
+        return supervise(config, options.plugin_args(), reactor)
+    if worker is not None and (tls_address := worker_tls_address()) is not None:
+        # The port that worker 0 bound, when tls.listen asked for port 0.
+        config = replace(config, tls=replace(config.tls, listen=configuration.parse_listen_address(tls_address)))
+    service = build(config, reactor, worker)
     ReloadOnHangup(service, options["config"], reactor).setServiceParent(service)
     return service
 
 
-def build(config: Config, reactor: Any) -> CollectorService:
+def supervise(config: Config, plugin_args: list[str], reactor: Any) -> MultiService:
+    """The twistd process of several workers: /metrics summed over them, and the workers."""
+    metrics_dir = new_metrics_dir()
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=metrics_dir)
+    service = MultiService()
+    if (metrics_at := config.listen.metrics) is not None:
+        site = Site(root_resource(registry))
+        site.noisy = False
+        Listener("metrics", "listen.metrics", lambda: reactor.listenTCP(
+            metrics_at.port, site, interface=metrics_at.host)).setServiceParent(service)
+    WorkerSupervisor(config, plugin_args, reactor, metrics_dir).setServiceParent(service)
+    return service
+
+
+def build(config: Config, reactor: Any, worker: int | None = None) -> CollectorService:
+    """The collector; ``worker`` is its number when it is one of several."""
+    shared = worker is not None
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     metrics = CollectorMetrics(registry, config.metrics.max_hosts,
@@ -228,6 +273,8 @@ def build(config: Config, reactor: Any) -> CollectorService:
         compress=config.archive.compress, retention_days=config.archive.retention_days,
         max_host_bytes=config.archive.max_host_bytes,
         run_in_thread=lambda f, *a, **k: deferToThreadPool(reactor, reactor.getThreadPool(), f, *a, **k),
+        maintains_files=worker in (None, 0),
+        quiet_seconds=SHARED_FILE_QUIET_SECONDS if shared else 0.0,
     )
     pipeline = Pipeline(
         hosts=HostRegistry(config.firewalls, config.hosts.unregistered),
@@ -246,9 +293,9 @@ def build(config: Config, reactor: Any) -> CollectorService:
     if (udp_at := listen.udp) is not None:
         datagrams = SyslogDatagramProtocol(pipeline, metrics, listen.udp_receive_buffer_bytes,
                                            listen.max_frame_bytes)
-        Listener("udp", "listen.udp", lambda: reactor.listenUDP(
-            udp_at.port, datagrams, interface=udp_at.host, maxPacketSize=65536,
-        )).setServiceParent(service)
+        Listener("udp", "listen.udp", lambda: listen_shared_udp(reactor, udp_at, datagrams) if shared
+                 else reactor.listenUDP(udp_at.port, datagrams, interface=udp_at.host, maxPacketSize=65536),
+                 ).setServiceParent(service)
     limits = config.limits
     connection_limits = ConnectionLimits(limits.max_connections, limits.max_connections_per_sender)
 
@@ -259,13 +306,15 @@ def build(config: Config, reactor: Any) -> CollectorService:
 
     if (tcp_at := listen.tcp) is not None:
         streams = stream_factory(tls=False)
-        Listener("tcp", "listen.tcp", lambda: reactor.listenTCP(tcp_at.port, streams, interface=tcp_at.host),
+        Listener("tcp", "listen.tcp", lambda: listen_shared_tcp(reactor, tcp_at, streams) if shared
+                 else reactor.listenTCP(tcp_at.port, streams, interface=tcp_at.host),
                  after_stop=lambda: streams.drain(listen.drain_seconds)).setServiceParent(service)
     if config.tls.enabled and (tls_at := config.tls.listen) is not None:
         tls_streams = stream_factory(tls=True)
         context = server_options(config.tls)
         Listener("tls", "tls.listen",
-                 lambda: reactor.listenSSL(tls_at.port, tls_streams, context, interface=tls_at.host),
+                 lambda: listen_shared_tcp(reactor, tls_at, tls_streams, context) if shared
+                 else reactor.listenSSL(tls_at.port, tls_streams, context, interface=tls_at.host),
                  after_stop=lambda: tls_streams.drain(listen.drain_seconds)).setServiceParent(service)
     return service
 

@@ -1,0 +1,62 @@
+"""Several worker processes sharing the listening ports (workers.count > 1)."""
+
+import os
+import re
+import signal
+import socket
+import time
+
+from collector_process import CollectorProcess
+
+
+def children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as file:
+        return [int(child) for child in file.read().split()]
+
+
+def wait_until(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_two_workers_share_the_ports_and_the_metrics(tmp_path):
+    config = tmp_path / "collector.toml"
+    config.write_text("[workers]\ncount = 2\n[archive]\nflush_interval_seconds = 0.2\n")
+    process = CollectorProcess(tmp_path, config=str(config))
+    try:
+        assert wait_until(lambda: len(re.findall(r"worker \d: .*listening tcp on", process.log())) == 2), \
+            process.log()
+        workers = children(process.process.pid)
+        assert len(workers) == 2
+
+        connections = [process.connect_tcp() for _ in range(16)]
+        assert wait_until(lambda: process.sample("syslog_collector_tcp_connections", transport="tcp") == 16)
+        per_worker = [sum(1 for fd in os.listdir(f"/proc/{pid}/fd")
+                          if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")) for pid in workers]
+        assert min(per_worker) >= 4, per_worker  # the kernel spread the connections over both
+        for index, sock in enumerate(connections):
+            sock.sendall(b"".join(b"<13>1 - shared app - n%d - Engine: Startup.\n" % (index * 1000 + i)
+                                  for i in range(1000)))
+            sock.close()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            for i in range(500):
+                udp.sendto(b"<13>1 - shared app - n%d - Engine: Startup." % (100000 + i),
+                           ("127.0.0.1", process.ports["udp"]))
+        process.wait_for("syslog_collector_received_messages_total", 16000, host="shared", transport="tcp")
+        process.wait_for("syslog_collector_received_messages_total", 500, host="shared", transport="udp")
+        assert process.sample("syslog_collector_records_total", host="shared", type="engine_startup") == 16500
+
+        assert process.terminate() in (0, -signal.SIGTERM)
+        assert all(not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+                   for pid in workers)
+        archived = process.archived("shared")
+        assert len(archived) == len(set(archived)) == 16500
+        assert "Traceback" not in process.log()
+        metrics_dir = re.search(r"their metrics meet in (\S+)", process.log()).group(1)
+        assert not os.path.exists(metrics_dir)
+    finally:
+        process.kill()
