@@ -346,9 +346,9 @@ _ENDPOINTS: dict[str, Endpoint | None] = {}
 def _parse_endpoint(text: str) -> Endpoint | None:
     quad_port = _QUAD_PORT.fullmatch(text)
     if quad_port is not None:  # the common case, in one match
-        a, b, c, d, port = map(int, quad_port.groups())
-        if a < 256 and b < 256 and c < 256 and d < 256 and port < 65536:
-            return Endpoint(IPv4Address(a << 24 | b << 16 | c << 8 | d), port)
+        a, b, c, d, number = map(int, quad_port.groups())
+        if a < 256 and b < 256 and c < 256 and d < 256 and number < 65536:
+            return Endpoint(IPv4Address(a << 24 | b << 16 | c << 8 | d), number)
         return None
     hostname = user = None
     if text.endswith(")") and "(" in text:

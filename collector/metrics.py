@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -289,27 +290,61 @@ def _address_label(name: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def kernel_udp_drops() -> dict[int, int]:
-    """Drop counts of every UDP socket, by inode, from /proc/net/udp and /proc/net/udp6."""
-    drops: dict[int, int] = {}
+@dataclass(frozen=True, slots=True)
+class UdpSocketRow:
+    inode: int
+    local_port: int
+    drops: int
+
+
+def kernel_udp_sockets() -> list[UdpSocketRow]:
+    """Every UDP socket of this network namespace, from /proc/net/udp and /proc/net/udp6."""
+    rows: list[UdpSocketRow] = []
     for table in ("/proc/net/udp", "/proc/net/udp6"):
         try:
             with open(table) as file:
-                drops.update(parse_proc_net_udp(file.read()))
+                rows += parse_proc_net_udp(file.read())
         except OSError:
             continue
-    return drops
+    return rows
 
 
-def parse_proc_net_udp(text: str) -> dict[int, int]:
-    """``inode -> drops`` from the text of /proc/net/udp (its header names the columns)."""
-    lines = text.splitlines()
-    if not lines:
-        return {}
-    result = {}
-    for line in lines[1:]:
+def kernel_udp_drops() -> dict[int, int]:
+    """Drop counts of every UDP socket, by inode."""
+    return {row.inode: row.drops for row in kernel_udp_sockets()}
+
+
+def parse_proc_net_udp(text: str) -> list[UdpSocketRow]:
+    """The sockets listed in the text of /proc/net/udp (its header names the columns)."""
+    rows = []
+    for line in text.splitlines()[1:]:
         fields = line.split()
         # sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
-        if len(fields) >= 13 and fields[9].isdigit() and fields[-1].isdigit():
-            result[int(fields[9])] = int(fields[-1])
-    return result
+        if len(fields) >= 13 and fields[9].isdigit() and fields[-1].isdigit() and ":" in fields[1]:
+            port = int(fields[1].rpartition(":")[2], 16)
+            rows.append(UdpSocketRow(int(fields[9]), port, int(fields[-1])))
+    return rows
+
+
+class UdpPortDropsCollector(Collector):
+    """Kernel drops of all the UDP sockets on a port: the workers' shared sockets."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._addresses: list[tuple[str, int]] = []
+        registry.register(self)
+
+    def watch(self, address: str, port: int) -> None:
+        self._addresses.append((address, port))
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        drops = CounterMetricFamily(
+            PREFIX + "udp_receive_drops",
+            "Datagrams the kernel dropped for the UDP sockets (from /proc/net/udp and udp6)",
+            labels=["address"])
+        rows = kernel_udp_sockets()
+        for address, port in self._addresses:
+            drops.add_metric([address], sum(row.drops for row in rows if row.local_port == port))
+        yield drops

@@ -29,7 +29,7 @@ from collector import config as configuration
 from collector.archive import FileArchive
 from collector.config import Config, ConfigError
 from collector.hosts import HostRegistry
-from collector.metrics import CollectorMetrics
+from collector.metrics import CollectorMetrics, UdpPortDropsCollector
 from collector.pipeline import Pipeline
 from collector.protocols import ConnectionLimits, SyslogDatagramProtocol, SyslogStreamFactory
 from collector.tls import server_options
@@ -255,7 +255,8 @@ def supervise(config: Config, plugin_args: list[str], reactor: Any) -> MultiServ
         site.noisy = False
         Listener("metrics", "listen.metrics", lambda: reactor.listenTCP(
             metrics_at.port, site, interface=metrics_at.host)).setServiceParent(service)
-    WorkerSupervisor(config, plugin_args, reactor, metrics_dir).setServiceParent(service)
+    WorkerSupervisor(config, plugin_args, reactor, metrics_dir,
+                     UdpPortDropsCollector(registry)).setServiceParent(service)
     return service
 
 

@@ -34,6 +34,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from collector.config import Config, ListenAddress
+from collector.metrics import UdpPortDropsCollector
 
 WORKER_ENV = "SYSLOG_COLLECTOR_WORKER"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -120,9 +121,11 @@ class WorkerSupervisor(MultiService):
 
     log = Logger()
 
-    def __init__(self, config: Config, plugin_args: list[str], reactor: Any, metrics_dir: str) -> None:
+    def __init__(self, config: Config, plugin_args: list[str], reactor: Any, metrics_dir: str,
+                 udp_drops: UdpPortDropsCollector) -> None:
         super().__init__()
         self._config = config
+        self._udp_drops = udp_drops
         self._plugin_args = plugin_args
         self._reactor = reactor
         self.metrics_dir = metrics_dir
@@ -139,6 +142,8 @@ class WorkerSupervisor(MultiService):
 
     def _listening(self, kind: str, address: str) -> None:
         """Worker 0 bound a port; once it has bound all, start the others on them."""
+        if kind == "udp" and kind not in self._ports:
+            self._udp_drops.watch(address, int(address.rpartition(":")[2]))
         self._ports[kind] = address
         wanted = {kind for kind, on in (("udp", self._config.listen.udp), ("tcp", self._config.listen.tcp),
                                         ("tls", self._config.tls.enabled and self._config.tls.listen)) if on}

@@ -2,7 +2,7 @@ import socket
 
 from prometheus_client import CollectorRegistry
 
-from collector.metrics import CollectorMetrics, parse_proc_net_udp
+from collector.metrics import CollectorMetrics, UdpSocketRow, parse_proc_net_udp
 
 PROC_NET_UDP = """\
    sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
@@ -12,8 +12,8 @@ PROC_NET_UDP = """\
 
 
 def test_parse_proc_net_udp():
-    assert parse_proc_net_udp(PROC_NET_UDP) == {424242: 17, 99: 0}
-    assert parse_proc_net_udp("") == {}
+    assert parse_proc_net_udp(PROC_NET_UDP) == [UdpSocketRow(424242, 0x158A, 17), UdpSocketRow(99, 0x44, 0)]
+    assert parse_proc_net_udp("") == []
 
 
 def test_udp_socket_metrics_read_at_scrape_time():

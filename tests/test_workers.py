@@ -49,6 +49,8 @@ def test_two_workers_share_the_ports_and_the_metrics(tmp_path):
         process.wait_for("syslog_collector_received_messages_total", 16000, host="shared", transport="tcp")
         process.wait_for("syslog_collector_received_messages_total", 500, host="shared", transport="udp")
         assert process.sample("syslog_collector_records_total", host="shared", type="engine_startup") == 16500
+        udp_address = f"127.0.0.1:{process.ports['udp']}"
+        assert process.sample("syslog_collector_udp_receive_drops_total", address=udp_address) == 0
 
         assert process.terminate() in (0, -signal.SIGTERM)
         assert all(not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
