@@ -255,8 +255,9 @@ def supervise(config: Config, plugin_args: list[str], reactor: Any) -> MultiServ
         site.noisy = False
         Listener("metrics", "listen.metrics", lambda: reactor.listenTCP(
             metrics_at.port, site, interface=metrics_at.host)).setServiceParent(service)
-    WorkerSupervisor(config, plugin_args, reactor, metrics_dir,
-                     UdpPortDropsCollector(registry)).setServiceParent(service)
+    supervisor = WorkerSupervisor(config, plugin_args, reactor, metrics_dir, UdpPortDropsCollector(registry))
+    supervisor.setServiceParent(service)
+    reactor.addSystemEventTrigger("after", "shutdown", supervisor.exit_if_failed)
     return service
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol, Factory, ProcessProtocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -41,6 +42,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LISTENING = re.compile(r"listening (udp|tcp|tls) on (\S+) port (\d+)")
 # A worker that does not stop within this time after SIGTERM is killed.
 STOP_TIMEOUT = 120.0
+# A worker that dies is started again after this long.
+RESTART_DELAY = 1.0
 
 
 def worker_index() -> int | None:
@@ -58,12 +61,16 @@ def shared_socket(kind: int, address: ListenAddress) -> socket.socket:
     """A socket bound with SO_REUSEPORT, for the workers to share."""
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     sock = socket.socket(family, kind)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    if kind == socket.SOCK_STREAM:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((address.host or "0.0.0.0", address.port))
-    if kind == socket.SOCK_STREAM:
-        sock.listen(128)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address.host or "0.0.0.0", address.port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise CannotListenError(address.host, address.port, e) from None
     sock.setblocking(False)
     return sock
 
@@ -117,7 +124,12 @@ class WorkerProcess(ProcessProtocol):
 
 
 class WorkerSupervisor(MultiService):
-    """Runs ``count`` workers; forwards SIGHUP; stops them on stop."""
+    """Runs ``count`` workers; restarts one that dies; forwards SIGHUP; stops them on stop.
+
+    If worker 0 dies before it has bound its ports (a port in use, say), the
+    collector cannot run: the supervisor stops, and the process exits with
+    status 1 (see ``exit_if_failed``).
+    """
 
     log = Logger()
 
@@ -129,54 +141,92 @@ class WorkerSupervisor(MultiService):
         self._plugin_args = plugin_args
         self._reactor = reactor
         self.metrics_dir = metrics_dir
-        self._workers: list[tuple[WorkerProcess, Any]] = []
+        self._workers: dict[int, tuple[WorkerProcess, Any]] = {}
         self._ports: dict[str, str] = {}
+        self._restarts: dict[int, Any] = {}
         self._previous_hangup: Any = None
+        self._stopping = False
+        self.failed = False
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
         self.log.info("{count} workers; their metrics meet in {path}",
                       count=self._config.workers.count, path=self.metrics_dir)
-        self._spawn(0, self._plugin_args)
+        self._spawn(0)
         self._previous_hangup = signal.signal(signal.SIGHUP, self._hangup)
+
+    def _wanted_ports(self) -> set[str]:
+        listen, tls = self._config.listen, self._config.tls
+        return {kind for kind, on in (("udp", listen.udp), ("tcp", listen.tcp),
+                                      ("tls", tls.enabled and tls.listen)) if on}
 
     def _listening(self, kind: str, address: str) -> None:
         """Worker 0 bound a port; once it has bound all, start the others on them."""
         if kind == "udp" and kind not in self._ports:
             self._udp_drops.watch(address, int(address.rpartition(":")[2]))
+        first_time = not self._wanted_ports() <= self._ports.keys()
         self._ports[kind] = address
-        wanted = {kind for kind, on in (("udp", self._config.listen.udp), ("tcp", self._config.listen.tcp),
-                                        ("tls", self._config.tls.enabled and self._config.tls.listen)) if on}
-        if len(self._workers) == 1 and wanted <= self._ports.keys():
-            args = _without_options(self._plugin_args, ("--udp", "--tcp")) + [
-                "--udp", self._ports.get("udp", ""), "--tcp", self._ports.get("tcp", "")]
+        if first_time and self._wanted_ports() <= self._ports.keys():
             for index in range(1, self._config.workers.count):
-                self._spawn(index, args, tls=self._ports.get("tls"))
+                self._spawn(index)
 
-    def _spawn(self, index: int, args: list[str], tls: str | None = None) -> None:
+    def _args(self) -> list[str]:
+        """Worker arguments: the ports worker 0 bound, once it has."""
+        if not self._ports:
+            return self._plugin_args
+        return _without_options(self._plugin_args, ("--udp", "--tcp")) + [
+            "--udp", self._ports.get("udp", ""), "--tcp", self._ports.get("tcp", "")]
+
+    def _spawn(self, index: int) -> None:
+        self._restarts.pop(index, None)
         protocol = WorkerProcess(index, self._listening if index == 0 else lambda kind, address: None)
         env = dict(os.environ, **{MULTIPROC_ENV: self.metrics_dir,
-                                  WORKER_ENV: json.dumps({"index": index, "tls": tls})})
+                                  WORKER_ENV: json.dumps({"index": index, "tls": self._ports.get("tls")})})
         argv = [sys.executable, sys.argv[0], "--nodaemon", "--pidfile=", "--logfile=-", "syslog-collector",
-                *_without_options(args, ("--metrics",)), "--metrics", ""]
+                *_without_options(self._args(), ("--metrics",)), "--metrics", ""]
         process = self._reactor.spawnProcess(protocol, sys.executable, argv, env=env)
-        protocol.ended.addCallback(lambda _: _mark_dead(process.pid, self.metrics_dir))
-        self._workers.append((protocol, process))
+        protocol.ended.addCallback(self._ended, index, process.pid)
+        self._workers[index] = (protocol, process)
         self.log.info("started worker {index} (pid {pid})", index=index, pid=process.pid)
+
+    def _ended(self, _: object, index: int, pid: int | None) -> None:
+        _mark_dead(pid, self.metrics_dir)
+        if self._stopping:
+            return
+        if not self._wanted_ports() <= self._ports.keys():
+            self.log.critical("worker {index} could not start (its log lines are above): stopping",
+                              index=index)
+            self.failed = True
+            self._reactor.stop()
+            return
+        self.log.error("worker {index} exited unexpectedly: starting it again in {delay} s",
+                       index=index, delay=RESTART_DELAY)
+        self._restarts[index] = self._reactor.callLater(RESTART_DELAY, self._spawn, index)
+
+    def exit_if_failed(self) -> None:
+        """After shutdown: a collector whose workers could not start exits with status 1."""
+        if self.failed:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
 
     def _hangup(self, signum: int, frame: Any) -> None:
         self._reactor.callFromThread(self._signal_all, signal.SIGHUP)
 
     def _signal_all(self, signum: int) -> None:
-        for protocol, process in self._workers:
+        for protocol, process in self._workers.values():
             if not protocol.ended.called:
                 process.signalProcess(signum)
 
     def stopService(self) -> Deferred[None]:  # noqa: N802
-        signal.signal(signal.SIGHUP, self._previous_hangup)
+        self._stopping = True
+        for call in self._restarts.values():
+            call.cancel()
+        if self._previous_hangup is not None:
+            signal.signal(signal.SIGHUP, self._previous_hangup)
         self._signal_all(signal.SIGTERM)
         kill = self._reactor.callLater(STOP_TIMEOUT, self._signal_all, signal.SIGKILL)
-        ended = DeferredList([p.ended for p, _ in self._workers])
+        ended = DeferredList([p.ended for p, _ in self._workers.values()])
 
         def stopped(_: object) -> Deferred[None]:
             if kill.active():

@@ -62,3 +62,44 @@ def test_two_workers_share_the_ports_and_the_metrics(tmp_path):
         assert not os.path.exists(metrics_dir)
     finally:
         process.kill()
+
+
+def test_a_dead_worker_is_started_again(tmp_path):
+    config = tmp_path / "collector.toml"
+    config.write_text("[workers]\ncount = 2\n[archive]\nflush_interval_seconds = 0.2\n")
+    process = CollectorProcess(tmp_path, config=str(config))
+    try:
+        assert wait_until(lambda: len(children(process.process.pid)) == 2)
+        victim = children(process.process.pid)[1]
+        os.kill(victim, signal.SIGKILL)
+        assert wait_until(lambda: "exited unexpectedly: starting it again" in process.log())
+        assert wait_until(lambda: len(children(process.process.pid)) == 2
+                          and victim not in children(process.process.pid))
+        # Both listen again: every connection is served.
+        for n in range(8):
+            with process.connect_tcp() as sock:
+                sock.sendall(b"<13>1 - again app - n%d - Engine: Startup.\n" % n)
+        process.wait_for("syslog_collector_received_messages_total", 8, host="again", transport="tcp")
+        assert process.terminate() in (0, -signal.SIGTERM)
+    finally:
+        process.kill()
+
+
+def test_workers_that_cannot_bind_stop_the_collector_with_status_1(tmp_path):
+    config = tmp_path / "collector.toml"
+    config.write_text("[workers]\ncount = 2\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        import subprocess
+
+        from collector_process import REPO, TWISTD
+        result = subprocess.run(
+            [TWISTD, "-n", "--pidfile=", "syslog-collector", "--config", str(config), "--udp", "",
+             "--tcp", f"127.0.0.1:{port}", "--metrics", "127.0.0.1:0", "--archive-dir", str(tmp_path / "a")],
+            cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert f"cannot listen for tcp on 127.0.0.1:{port} (listen.tcp)" in output
+    assert "worker 0 could not start" in output
