@@ -39,8 +39,7 @@ from collector.workers import (
     listen_shared_tcp,
     listen_shared_udp,
     new_metrics_dir,
-    worker_index,
-    worker_tls_address,
+    worker_role,
 )
 
 # With several workers, a past day's file is compressed once nobody wrote to it for this long.
@@ -233,13 +232,13 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:  # noqa:
 
         reactor = global_reactor
     config = options.config
-    worker = worker_index()
-    if config.workers.count > 1 and worker is None:
+    role = worker_role()
+    if config.workers.count > 1 and role is None:
         return supervise(config, options.plugin_args(), reactor)
-    if worker is not None and (tls_address := worker_tls_address()) is not None:
+    if role is not None and (tls_address := role.tls) is not None:
         # The port that worker 0 bound, when tls.listen asked for port 0.
         config = replace(config, tls=replace(config.tls, listen=configuration.parse_listen_address(tls_address)))
-    service = build(config, reactor, worker)
+    service = build(config, reactor, None if role is None else role.index)
     ReloadOnHangup(service, options["config"], reactor).setServiceParent(service)
     return service
 

@@ -24,6 +24,7 @@ import socket
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -46,15 +47,20 @@ STOP_TIMEOUT = 120.0
 RESTART_DELAY = 1.0
 
 
-def worker_index() -> int | None:
-    """This process's worker number, or None when it is not a worker."""
-    text = os.environ.get(WORKER_ENV)
-    return None if text is None else int(json.loads(text)["index"])
+@dataclass(frozen=True, slots=True)
+class WorkerRole:
+    index: int
+    # The TLS address worker 0 bound, for workers started after it.
+    tls: str | None
 
 
-def worker_tls_address() -> str | None:
+def worker_role() -> WorkerRole | None:
+    """What the supervisor told this process it is, or None when it is not a worker."""
     text = os.environ.get(WORKER_ENV)
-    return None if text is None else json.loads(text).get("tls")
+    if text is None:
+        return None
+    settings = json.loads(text)
+    return WorkerRole(int(settings["index"]), settings.get("tls"))
 
 
 def shared_socket(kind: int, address: ListenAddress) -> socket.socket:

@@ -17,6 +17,22 @@ TWISTD = str(Path(sys.executable).with_name("twistd"))
 _LISTENING = re.compile(r"listening (\w+) on (\S+) port (\d+)")
 
 
+def wait_until(predicate, timeout: float = 15.0) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; say which."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 class CollectorProcess:
     """A collector on free loopback ports, its log in ``workdir/collector.log``."""
 

@@ -8,20 +8,12 @@ from datetime import UTC, datetime
 
 from collector.archive_line import parse_line
 from collector.hosts import sanitize_host
-from collector_process import CollectorProcess
+from collector_process import CollectorProcess, wait_until
 
 
 def today():
     return datetime.now(UTC).strftime("%Y-%m-%d")
 
-
-def wait_until(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_sighup_reloads_the_registry_and_reopens_files_keeping_connections(tmp_path):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from collector.hosts import sanitize_host
-from collector_process import CollectorProcess
+from collector_process import CollectorProcess, free_udp_port
 from conftest import require_binary
 
 RECORDS = {
@@ -56,11 +56,6 @@ def test_logger(collector, mode):
     for text in RECORDS.values():
         assert any(m.endswith(text.encode()) for m in archived), text
 
-
-def free_udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def udp_port_taken(port):

@@ -13,7 +13,7 @@ from twisted.internet.endpoints import SSL4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 
-from collector_process import CollectorProcess
+from collector_process import CollectorProcess, free_udp_port
 from conftest import require_binary
 
 
@@ -132,11 +132,6 @@ async def test_twisted_client(collector, pki):
         await deferLater(reactor, 0.1, lambda: None)
     assert count(collector, "hq") == before + 50
 
-
-def free_udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_rsyslog_gnutls_forwarding(collector, pki, tmp_path):

@@ -4,9 +4,8 @@ import os
 import re
 import signal
 import socket
-import time
 
-from collector_process import CollectorProcess
+from collector_process import CollectorProcess, wait_until
 
 
 def children(pid):
@@ -14,27 +13,20 @@ def children(pid):
         return [int(child) for child in file.read().split()]
 
 
-def wait_until(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
 
 def test_two_workers_share_the_ports_and_the_metrics(tmp_path):
     config = tmp_path / "collector.toml"
     config.write_text("[workers]\ncount = 2\n[archive]\nflush_interval_seconds = 0.2\n")
     process = CollectorProcess(tmp_path, config=str(config))
     try:
-        assert wait_until(lambda: len(re.findall(r"worker \d: .*listening tcp on", process.log())) == 2), \
+        assert wait_until(lambda: len(re.findall(r"worker \d: .*listening tcp on", process.log())) == 2,
+                          timeout=30), \
             process.log()
         workers = children(process.process.pid)
         assert len(workers) == 2
 
         connections = [process.connect_tcp() for _ in range(16)]
-        assert wait_until(lambda: process.sample("syslog_collector_tcp_connections", transport="tcp") == 16)
+        assert wait_until(lambda: process.sample("syslog_collector_tcp_connections", transport="tcp") == 16, timeout=30)
         per_worker = [sum(1 for fd in os.listdir(f"/proc/{pid}/fd")
                           if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")) for pid in workers]
         assert min(per_worker) >= 4, per_worker  # the kernel spread the connections over both
@@ -69,12 +61,12 @@ def test_a_dead_worker_is_started_again(tmp_path):
     config.write_text("[workers]\ncount = 2\n[archive]\nflush_interval_seconds = 0.2\n")
     process = CollectorProcess(tmp_path, config=str(config))
     try:
-        assert wait_until(lambda: len(children(process.process.pid)) == 2)
+        assert wait_until(lambda: len(children(process.process.pid)) == 2, timeout=30)
         victim = children(process.process.pid)[1]
         os.kill(victim, signal.SIGKILL)
-        assert wait_until(lambda: "exited unexpectedly: starting it again" in process.log())
+        assert wait_until(lambda: "exited unexpectedly: starting it again" in process.log(), timeout=30)
         assert wait_until(lambda: len(children(process.process.pid)) == 2
-                          and victim not in children(process.process.pid))
+                          and victim not in children(process.process.pid), timeout=30)
         # Both listen again: every connection is served.
         for n in range(8):
             with process.connect_tcp() as sock:
