@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import socket
@@ -206,8 +207,7 @@ class CollectorTwoWorkers(Collector):
         super().start()
         # The port is bound by the first worker; wait for the second as well.
         deadline = time.monotonic() + 30
-        while (self.workdir / "collector.log").read_text().count("listening tcp on") + \
-                (self.workdir / "collector.log").read_text().count("listening udp on") < 2:
+        while len(re.findall(r"listening (?:tcp|udp) on", (self.workdir / "collector.log").read_text())) < 2:
             if time.monotonic() > deadline:
                 raise RuntimeError("the second worker did not start")
             time.sleep(0.05)
