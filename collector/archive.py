@@ -27,7 +27,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from collector.archive_files import MaintenanceReport, maintain
-from collector.archive_line import TORN_MARKER, format_line, format_time
+from collector.archive_line import TORN_MARKER, format_lines, format_time
 from collector.metrics import CollectorMetrics
 
 RETRY_BUFFER_BYTES = 64 * 1024 * 1024
@@ -45,7 +45,8 @@ def run_synchronously(function: Callable[..., Any], *args: Any, **kwargs: Any) -
 
 
 class Archive(Protocol):
-    def append(self, host: str, received_at: float, sender: bytes, message: bytes) -> None: ...
+    def append(self, host: str, received_at: float, sender: bytes, messages: list[bytes]) -> None:
+        """Archive messages received together from one sender, all tagged ``host``."""
 
     @property
     def backlogged(self) -> bool:
@@ -193,14 +194,14 @@ class FileArchive(Service):
     def when_drained(self, callback: Callable[[], None]) -> None:
         self._drain_listeners.append(callback)
 
-    def append(self, host: str, received_at: float, sender: bytes, message: bytes) -> None:
+    def append(self, host: str, received_at: float, sender: bytes, messages: list[bytes]) -> None:
         key = (host, self._days.day(received_at))
-        line = format_line(format_time(received_at), sender, message)
+        lines = format_lines(format_time(received_at), sender, messages)
         try:
-            self._pending[key].append(line)
+            self._pending[key].append(lines)
         except KeyError:
-            self._pending[key] = [line]
-        self._pending_bytes += len(line)
+            self._pending[key] = [lines]
+        self._pending_bytes += len(lines)
         if self._pending_bytes > MAX_PENDING_BYTES:
             self.flush()
 
@@ -209,17 +210,17 @@ class FileArchive(Service):
         current_day = self._days.day(self._clock.seconds())
         # Lines that failed before go first, in one write with the new ones.
         batches, self._failed, self._failed_bytes = self._failed, OrderedDict(), 0
-        for key, lines in self._pending.items():
-            batches.setdefault(key, []).extend(lines)
+        for key, blocks in self._pending.items():
+            batches.setdefault(key, []).extend(blocks)
         self._pending = {}
         self._pending_bytes = 0
-        for key, lines in batches.items():
+        for key, blocks in batches.items():
             if self._maintenance is not None and key[1] != current_day:
                 # A past day may be being compressed: write its lines after that.
-                self._pending[key] = lines
-                self._pending_bytes += sum(map(len, lines))
+                self._pending[key] = blocks
+                self._pending_bytes += sum(map(len, blocks))
             else:
-                self._write(key, lines)
+                self._write(key, blocks)
         for key in [k for k in self._files if k[1] != current_day]:
             self._close(key)
         self._metrics.archive_backlog_bytes.set(self._failed_bytes)
@@ -230,8 +231,9 @@ class FileArchive(Service):
             self._current_day = current_day
             self.maintain()
 
-    def _write(self, key: tuple[str, str], lines: list[bytes]) -> None:
-        data = b"".join(lines)
+    def _write(self, key: tuple[str, str], blocks: list[bytes]) -> None:
+        """Write blocks of whole lines to a host's file for a day."""
+        data = b"".join(blocks)
         try:
             file = self._open(key)
             file.write(data)
@@ -241,23 +243,35 @@ class FileArchive(Service):
         except OSError as e:
             self._metrics.archive_write_errors.inc()
             self.log.error("cannot write {count} lines to the archive of {host} for {day}: {error}",
-                           count=len(lines), host=key[0], day=key[1], error=e)
+                           count=data.count(b"\n"), host=key[0], day=key[1], error=e)
             self._close(key)
-            self._keep_for_retry(key, lines, len(data))
+            self._keep_for_retry(key, data)
         else:
             self._metrics.archive_written_bytes.inc(len(data))
 
-    def _keep_for_retry(self, key: tuple[str, str], lines: list[bytes], size: int) -> None:
-        self._failed.setdefault(key, []).extend(lines)
-        self._failed_bytes += size
+    def _keep_for_retry(self, key: tuple[str, str], data: bytes) -> None:
+        self._failed.setdefault(key, []).append(data)
+        self._failed_bytes += len(data)
+        dropped = 0
         while self._failed_bytes > self._retry_buffer_bytes and self._failed:
             oldest_key = next(iter(self._failed))
-            oldest = self._failed[oldest_key]
-            line = oldest.pop(0)
-            self._failed_bytes -= len(line)
-            self._metrics.dropped.labels(reason="archive_retry_buffer_full").inc()
-            if not oldest:
-                del self._failed[oldest_key]
+            blocks = self._failed[oldest_key]
+            # Drop whole lines, oldest first: only as many as it takes.
+            block = blocks[0]
+            start = 0
+            while start < len(block) and self._failed_bytes > self._retry_buffer_bytes:
+                end = block.index(b"\n", start) + 1
+                self._failed_bytes -= end - start
+                start = end
+                dropped += 1
+            if start < len(block):
+                blocks[0] = block[start:]
+            else:
+                del blocks[0]
+                if not blocks:
+                    del self._failed[oldest_key]
+        if dropped:
+            self._metrics.dropped.labels(reason="archive_retry_buffer_full").inc(dropped)
 
     def _open(self, key: tuple[str, str]) -> BinaryIO:
         file = self._files.get(key)

@@ -59,8 +59,18 @@ def _second(whole: int) -> bytes:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)).encode()
 
 
-def format_line(stamp: bytes, sender: bytes, message: bytes) -> bytes:
-    return b"%s %s %s\n" % (stamp, sender, escape(message))
+def format_lines(stamp: bytes, sender: bytes, messages: list[bytes]) -> bytes:
+    """The archive lines of messages received together from one sender."""
+    if not messages:
+        return b""
+    prefix = b"%s %s " % (stamp, sender)
+    together = b"".join(messages)
+    # Checked once for the whole batch: most batches need no escaping at all.
+    if _SPECIAL.search(together) is None and together.isascii():
+        escaped = messages
+    else:
+        escaped = [escape(message) for message in messages]
+    return prefix + (b"\n" + prefix).join(escaped) + b"\n"
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,6 +127,7 @@ class Pipeline:
         allowed = len(messages) if not self._rate else self._allowance(sender, len(messages), received_at)
         # Counted per batch, not per message: a TCP chunk holds many messages of few hosts.
         volumes: dict[HostMetrics, list[int]] = {}
+        archived: dict[str, list[bytes]] = {}
         types: dict[tuple[HostMetrics, RecordType], int] = {}
         for index, raw in enumerate(messages):
             message = syslog.parse(raw)
@@ -141,7 +142,10 @@ class Pipeline:
                 host_metrics.rate_limited.inc()
                 continue
             record = record_in(message)
-            append(host.name, received_at, sender.text, raw)
+            try:
+                archived[host.name].append(raw)
+            except KeyError:
+                archived[host.name] = [raw]
             volume = volumes.get(host_metrics)
             if volume is None:
                 volume = volumes[host_metrics] = [0, 0]
@@ -157,6 +161,8 @@ class Pipeline:
                 host_metrics.hostname_mismatches.inc()
             if received_at >= host_metrics.next_skew_check:
                 self._observe_skew(host_metrics, message, received_at, host.firewall)
+        for name, raws in archived.items():
+            append(name, received_at, sender.text, raws)
         for host_metrics, (count, size) in volumes.items():
             host_metrics.received_messages[transport].inc(count)
             host_metrics.received_bytes[transport].inc(size)

@@ -31,5 +31,5 @@ class MemoryArchive:
         for listener in self.drain_listeners:
             listener()
 
-    def append(self, host: str, received_at: float, sender: bytes, message: bytes) -> None:
-        self.messages.append(StoredMessage(host, received_at, sender, message))
+    def append(self, host: str, received_at: float, sender: bytes, messages: list[bytes]) -> None:
+        self.messages.extend(StoredMessage(host, received_at, sender, message) for message in messages)

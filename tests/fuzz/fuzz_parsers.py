@@ -12,7 +12,7 @@ import atheris
 
 with atheris.instrument_imports():
     from collector import kerio, syslog
-    from collector.archive_line import format_line, parse_line
+    from collector.archive_line import format_lines, parse_line
     from collector.framing import StreamDecoder
 
 
@@ -44,7 +44,7 @@ def record(data: bytes) -> None:
 
 
 def archive(data: bytes) -> None:
-    line = format_line(b"2026-11-25T10:00:00.000000Z", b"192.0.2.1:514", data)
+    line = format_lines(b"2026-11-25T10:00:00.000000Z", b"192.0.2.1:514", [data])
     assert line.count(b"\n") == 1
     assert parse_line(line).message == data
 
