@@ -161,6 +161,24 @@ class IpsEvent(Record):
 UNKNOWN = Record(type=RecordType.UNKNOWN)
 
 
+class RecordSummary(NamedTuple):
+    """What the metrics count of a record, without building the record.
+
+    ``labels`` are the values of the type's breakdown: interface, direction
+    and protocol of anti-spoofing; service and reason class of an
+    authentication failure; action and severity of an IPS event; the kind of
+    an FTP attack; nothing for the others. ``defective``: the record has
+    defects.
+    """
+
+    type: RecordType
+    labels: tuple[str, ...] = ()
+    defective: bool = False
+
+
+UNKNOWN_SUMMARY = RecordSummary(RecordType.UNKNOWN)
+
+
 class Transport(enum.StrEnum):
     """How a message reached the collector (a metric label, not part of a record)."""
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.kerio import parse_endpoint, parse_record
+from collector.kerio import parse_endpoint, parse_record, summarize
 from collector.records import (
     AntiSpoofing,
     AuthFailure,
@@ -20,6 +20,8 @@ from collector.records import (
     IpsSeverity,
     Protocol,
     ReasonClass,
+    Record,
+    RecordSummary,
     RecordType,
 )
 
@@ -34,9 +36,29 @@ def corpus():
         yield pytest.param(RecordType(expected), text.encode(), id=text[:60] or "empty")
 
 
+def summary_of(record: Record) -> RecordSummary:
+    """The summary a full record implies: what ``summarize`` must give."""
+    if isinstance(record, AntiSpoofing):
+        labels = (record.interface, record.direction, record.protocol)
+    elif isinstance(record, AuthFailure):
+        labels = (record.service, record.reason_class)
+    elif isinstance(record, IpsEvent):
+        labels = (record.action, record.severity)
+    elif isinstance(record, FtpAttack):
+        labels = (record.kind,)
+    else:
+        labels = ()
+    return RecordSummary(record.type, labels, bool(record.defects))
+
+
+def assert_summary_agrees(line: bytes) -> None:
+    assert summarize(line) == summary_of(parse_record(line)), line
+
+
 @pytest.mark.parametrize("expected, line", corpus())
 def test_corpus_types(expected, line):
     assert parse_record(line).type is expected
+    assert_summary_agrees(line)
 
 
 def test_manual_anti_spoofing_example():
@@ -259,7 +281,7 @@ def test_endpoints(text, endpoint):
 @settings(max_examples=500)
 @given(st.text(max_size=200))
 def test_never_raises_on_arbitrary_text(text):
-    parse_record(text.encode("utf-8", "surrogatepass"))
+    assert_summary_agrees(text.encode("utf-8", "surrogatepass"))
 
 
 markers = st.sampled_from([
@@ -270,7 +292,56 @@ markers = st.sampled_from([
 @settings(max_examples=500)
 @given(markers, st.text(max_size=150))
 def test_never_raises_after_a_marker(marker, rest):
-    parse_record((marker + rest).encode("utf-8", "surrogatepass"))
+    assert_summary_agrees((marker + rest).encode("utf-8", "surrogatepass"))
+
+
+@pytest.mark.parametrize("line", [
+    "Anti-Spoofing: Packet from LAN, proto:TCP, len:²8, ip/port:192.0.2.1:5 -> 192.0.2.2:6",
+    "Anti-Spoofing: Packet from LAN, proto:UDP, len:8, ip/port:192.0.2.1:5² -> 192.0.2.2:6",
+    "Anti-Spoofing: Packet from LAN, proto:UDP, len:8, ip/port:[2001:db8::1]:٣ -> 192.0.2.2:6",
+])
+def test_digits_that_int_refuses(line):
+    # str.isdigit() holds for these, int() raises on them.
+    assert_summary_agrees(line.encode())
+
+
+endpoint_forms = st.one_of(
+    st.from_regex(r"[0-9]{1,4}\.[0-9]{1,4}\.[0-9]{1,3}\.[0-9]{1,3}(:[0-9]{1,6})?(\([a-z,:]{0,12}\)?)?",
+                  fullmatch=True),
+    st.from_regex(r"\[[0-9a-f:.]{2,12}\](:[0-9]{1,6})?", fullmatch=True),
+    st.text(st.sampled_from("0123456789.:[]()abf,-"), max_size=30),
+)
+tails = st.sampled_from([
+    "", ", flags: SYN, seq:1 ack:0, win:512, tcplen:0", ", flags: SYN ACK , seq:1 ack:2, win:5, tcplen:0",
+    ", flags: SYN, seq:1 ack:0, win:512", ", seq:1 ack:0, win:512, tcplen:0", ", flags: SYN",
+    ", udplen:306)", ")", ", flags:SYN, seq:1 ack:0, win:5, tcplen:0)"])
+
+
+@settings(max_examples=500)
+@given(st.sampled_from(["Anti-Spoofing: Packet ", "{pktdrop} packet dropped: Anti-spoofing (",
+                        "[25/Nov/2026 10:00:00] Anti-Spoofing: Packet ",
+                        "[31/Feb/2026 10:00:00] Anti-Spoofing: Packet "]),
+       st.sampled_from(["from", "to"]), st.sampled_from(["TCP", "UDP", "ICMP", "", "tcp"]),
+       st.sampled_from(["48", "", "x"]), endpoint_forms, endpoint_forms, tails)
+def test_summary_agrees_on_generated_anti_spoofing(marker, direction, proto, length, src, dst, tail):
+    assert_summary_agrees(
+        f"{marker}{direction} LAN, proto:{proto}, len:{length}, ip/port:{src} -> {dst}{tail}".encode())
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(["Packet drop", "Alert"]), st.sampled_from(["High", " low ", "Blacklist", "x"]),
+       st.sampled_from(["", ", Rule ID: 1:2 ET X", ", Rule ID: 1:2"]), st.booleans(),
+       endpoint_forms, endpoint_forms)
+def test_summary_agrees_on_generated_ips(action, severity, rule, with_endpoints, src, dst):
+    endpoints = f", proto:TCP, ip/port:{src} > {dst}" if with_endpoints else ""
+    assert_summary_agrees(f"IPS: {action}, severity: {severity}{rule}{endpoints}".encode())
+
+
+@settings(max_examples=300)
+@given(endpoint_forms, endpoint_forms, st.sampled_from(["", ", command: PORT 1,2", ", response: 227 x"]),
+       st.sampled_from(["Bounce attack attempt", "Malicious server reply"]))
+def test_summary_agrees_on_generated_ftp(client, server, detail, kind):
+    assert_summary_agrees(f"FTP: {kind}: client: {client}, server: {server}{detail}".encode())
 
 
 ipv4 = st.ip_addresses(v=4)
@@ -299,6 +370,7 @@ def test_generated_tcp_anti_spoofing_parses_back(direction, iface, arrow, src, s
             f"flags: {' '.join(flags)}, seq:{seq} ack:{ack}, win:512, tcplen:0")
     line = (f"{{pktdrop}} packet dropped: Anti-spoofing ({body})" if kerio9
             else f"Anti-Spoofing: Packet {body}")
+    assert_summary_agrees(line.encode())
     record = parse_record(line.encode())
     assert isinstance(record, AntiSpoofing), line
     assert record.direction == Direction(direction) and record.interface == iface
@@ -330,7 +402,9 @@ users = st.text(st.characters(whitelist_categories=("L", "N"), whitelist_charact
 def test_generated_auth_failure_parses_back(service_name, client, user, reason_template):
     template, reason_class = reason_template
     reason = template.format(user)
-    record = parse_record(f"Authentication: {service_name}: Client: {client}: {reason}".encode())
+    line = f"Authentication: {service_name}: Client: {client}: {reason}".encode()
+    assert_summary_agrees(line)
+    record = parse_record(line)
     assert isinstance(record, AuthFailure)
     assert (record.service_name, record.client, record.reason) == (service_name, client, reason)
     assert record.reason_class is reason_class
