@@ -3,9 +3,10 @@ from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from collector import kerio
 from collector.kerio import parse_endpoint, parse_record, summarize
 from collector.records import (
     AntiSpoofing,
@@ -311,6 +312,46 @@ endpoint_forms = st.one_of(
     st.from_regex(r"\[[0-9a-f:.]{2,12}\](:[0-9]{1,6})?", fullmatch=True),
     st.text(st.sampled_from("0123456789.:[]()abf,-"), max_size=30),
 )
+
+
+
+@st.composite
+def numeric_endpoints(draw):
+    """Dotted quads and ports around their limits, some with leading zeros."""
+    def number(low, high, width):
+        value = draw(st.integers(low, high))
+        return str(value).zfill(draw(st.integers(1, width)))
+    quad = ".".join(number(0, 300, 3) for _ in range(4))
+    return f"{quad}:{number(0, 70000, 5)}{draw(st.sampled_from(['', '(host)', '(h,user:u)']))}"
+
+
+@settings(max_examples=1000)
+@given(st.one_of(numeric_endpoints(), endpoint_forms))
+@example("255.255.255.255:65535")
+@example("256.0.0.1:1")
+@example("1.2.3.4:65536")
+@example("1.2.3.4:65539")
+@example("1.2.3.4:65599")
+@example("1.2.3.4:99999")
+@example("001.002.003.004:00080")
+@example("1.2.3.4:000000")
+@example("1.2.3.259:5(x)")
+def test_endpoint_check_agrees_with_the_parser(text):
+    # The summary only checks endpoints, with a regex; the record parses them.
+    assert kerio._is_endpoint(text) == (parse_endpoint(text) is not None)
+    address = text.partition(":")[0]
+    assert kerio._is_address(address) == (kerio._address(address) is not None)
+
+
+@settings(max_examples=500)
+@given(numeric_endpoints(), numeric_endpoints())
+def test_summary_agrees_on_numeric_endpoints(src, dst):
+    assert_summary_agrees(f"Anti-Spoofing: Packet from LAN, proto:UDP, len:5, ip/port:{src} -> {dst}".encode())
+    assert_summary_agrees(f"IPS: Alert, severity: Low, Rule ID: 1:2 X, proto:UDP, ip/port:{src} > {dst}".encode())
+    client, server = src.partition(":")[0], dst.partition(":")[0]
+    assert_summary_agrees(f"FTP: Bounce attack attempt: client: {client}, server: {server}, command: P".encode())
+
+
 tails = st.sampled_from([
     "", ", flags: SYN, seq:1 ack:0, win:512, tcplen:0", ", flags: SYN ACK , seq:1 ack:2, win:5, tcplen:0",
     ", flags: SYN, seq:1 ack:0, win:512", ", seq:1 ack:0, win:512, tcplen:0", ", flags: SYN",
