@@ -18,16 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from collector.records import (
-    AntiSpoofing,
-    AuthFailure,
-    FtpAttack,
-    FtpKind,
-    IpsEvent,
-    Record,
-    RecordType,
-    Transport,
-)
+from collector.records import FtpKind, RecordSummary, RecordType, Transport
 
 PREFIX = "syslog_collector_"
 OTHER = "other"
@@ -68,27 +59,25 @@ class HostMetrics:
         self._details: dict[tuple[Any, ...], Any] = {}
         self._interfaces: set[str] = set()
 
-    def record_details(self, record: Record, received_at: float) -> None:
-        """Count the breakdown a typed record has (its type is counted in ``records``)."""
-        record_type = record.type
+    def count_records(self, summary: RecordSummary, count: int, received_at: float) -> None:
+        """Count ``count`` records alike: their type, and the breakdown of it."""
+        record_type = summary.type
+        self.records[record_type].inc(count)
+        labels = summary.labels
         if record_type is RecordType.ANTI_SPOOFING:
-            assert isinstance(record, AntiSpoofing)
-            interface = self._interface(record.interface)
-            self._child("anti_spoofing", interface, record.direction, record.protocol).inc()
+            interface, direction, protocol = labels
+            self._child("anti_spoofing", self._interface(interface), direction, protocol).inc(count)
         elif record_type is RecordType.AUTH_FAILURE:
-            assert isinstance(record, AuthFailure)
-            self._child("auth", record.service, record.reason_class).inc()
+            self._child("auth", *labels).inc(count)
         elif record_type is RecordType.IPS:
-            assert isinstance(record, IpsEvent)
-            self._child("ips", record.action, record.severity).inc()
+            self._child("ips", *labels).inc(count)
         elif record_type is RecordType.ENGINE_STARTUP:
-            self.engine_starts.inc()
+            self.engine_starts.inc(count)
             self.engine_last_start.set(received_at)
         elif record_type is RecordType.ENGINE_SHUTDOWN:
-            self.engine_shutdowns.inc()
+            self.engine_shutdowns.inc(count)
         elif record_type is not RecordType.UNKNOWN:
-            assert isinstance(record, FtpAttack)
-            self.ftp_attacks[record.kind].inc()
+            self.ftp_attacks[labels[0]].inc(count)
 
     def _interface(self, name: str) -> str:
         """Interface names are free text: only the first few of a host become labels."""
@@ -109,14 +98,13 @@ class HostMetrics:
         if kind == "anti_spoofing":
             interface, direction, protocol = values
             child = metrics.anti_spoofing.labels(
-                host=self.host, interface=interface, direction=direction.value, protocol=protocol.value)
+                host=self.host, interface=interface, direction=direction, protocol=protocol)
         elif kind == "auth":
             service, reason_class = values
-            child = metrics.auth_failures.labels(
-                host=self.host, service=service.value, reason_class=reason_class.value)
+            child = metrics.auth_failures.labels(host=self.host, service=service, reason_class=reason_class)
         else:
             action, severity = values
-            child = metrics.ips_events.labels(host=self.host, action=action.value, severity=severity.value)
+            child = metrics.ips_events.labels(host=self.host, action=action, severity=severity)
         self._details[key] = child
         return child
 

@@ -19,10 +19,10 @@ from collector import syslog
 from collector.archive import Archive
 from collector.config import Firewall
 from collector.hosts import HostRegistry, normalize_ip
-from collector.kerio import record_in
+from collector.kerio import summary_in
 from collector.metrics import CollectorMetrics, HostMetrics
 from collector.ratelimit import TokenBucket
-from collector.records import RecordType, Transport
+from collector.records import RecordSummary, RecordType, Transport
 
 # Refusals and rate limiting are logged at most this often.
 LOG_INTERVAL = 10.0
@@ -123,16 +123,15 @@ class Pipeline:
         received_at = self._clock.seconds()
         metrics = self._metrics
         resolve = self.hosts.resolve
-        append = self._archive.append
         allowed = len(messages) if not self._rate else self._allowance(sender, len(messages), received_at)
         # Counted per batch, not per message: a TCP chunk holds many messages of few hosts.
-        volumes: dict[HostMetrics, list[int]] = {}
-        archived: dict[str, list[bytes]] = {}
-        types: dict[tuple[HostMetrics, RecordType], int] = {}
+        archived: dict[str, tuple[HostMetrics, list[bytes]]] = {}
+        summaries: dict[tuple[HostMetrics, RecordSummary], int] = {}
+        header_errors = 0
         for index, raw in enumerate(messages):
             message = syslog.parse(raw)
             if message.header_error is not None:
-                metrics.header_parse_errors.inc()
+                header_errors += 1
             if firewall is None:
                 host = resolve(sender.ip, message.hostname)
             else:
@@ -141,34 +140,27 @@ class Pipeline:
             if index >= allowed:
                 host_metrics.rate_limited.inc()
                 continue
-            record = record_in(message)
             try:
-                archived[host.name].append(raw)
+                archived[host.name][1].append(raw)
             except KeyError:
-                archived[host.name] = [raw]
-            volume = volumes.get(host_metrics)
-            if volume is None:
-                volume = volumes[host_metrics] = [0, 0]
-            volume[0] += 1
-            volume[1] += len(raw)
-            key = (host_metrics, record.type)
-            types[key] = types.get(key, 0) + 1
-            if record.type is not RecordType.UNKNOWN:
-                host_metrics.record_details(record, received_at)
-            if record.defects:
-                self._record_parse_errors[record.type].inc()
+                archived[host.name] = (host_metrics, [raw])
+            key = (host_metrics, summary_in(message))
+            summaries[key] = summaries.get(key, 0) + 1
             if host.hostname_mismatch:
                 host_metrics.hostname_mismatches.inc()
             if received_at >= host_metrics.next_skew_check:
                 self._observe_skew(host_metrics, message, received_at, host.firewall)
-        for name, raws in archived.items():
-            append(name, received_at, sender.text, raws)
-        for host_metrics, (count, size) in volumes.items():
-            host_metrics.received_messages[transport].inc(count)
-            host_metrics.received_bytes[transport].inc(size)
+        if header_errors:
+            metrics.header_parse_errors.inc(header_errors)
+        for name, (host_metrics, raws) in archived.items():
+            self._archive.append(name, received_at, sender.text, raws)
+            host_metrics.received_messages[transport].inc(len(raws))
+            host_metrics.received_bytes[transport].inc(sum(map(len, raws)))
             host_metrics.last_message.set(received_at)
-        for (host_metrics, record_type), count in types.items():
-            host_metrics.records[record_type].inc(count)
+        for (host_metrics, summary), count in summaries.items():
+            host_metrics.count_records(summary, count, received_at)
+            if summary.defective:
+                self._record_parse_errors[summary.type].inc(count)
 
     def _allowance(self, sender: Sender, wanted: int, now: float) -> int:
         bucket = self._buckets.get(sender.ip)
