@@ -10,6 +10,7 @@ the PRI is broken).
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -196,10 +197,7 @@ def _parse_3164(data: bytes, pos: int, facility: Facility, severity: Severity) -
     bsd = None
     match = _BSD_TIMESTAMP.match(data, pos)
     if match is not None:
-        month, day, hour, minute, second = match.groups()
-        bsd = BsdTimestamp(_MONTHS[month], int(day), int(hour), int(minute), int(second))
-        if not (1 <= bsd.day <= 31 and bsd.hour < 24 and bsd.minute < 60 and bsd.second < 61):
-            bsd = None
+        bsd = _bsd_timestamp(match.group())
     else:
         match = _ISO_TIMESTAMP.match(data, pos)
         if match is not None:
@@ -238,12 +236,25 @@ def _parse_3164(data: bytes, pos: int, facility: Facility, severity: Severity) -
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def _bsd_timestamp(text: bytes) -> BsdTimestamp | None:
+    # Messages arrive many to a second: each distinct stamp is read once.
+    match = _BSD_TIMESTAMP.match(text)
+    assert match is not None
+    month, day, hour, minute, second = match.groups()
+    bsd = BsdTimestamp(_MONTHS[month], int(day), int(hour), int(minute), int(second))
+    if not (1 <= bsd.day <= 31 and bsd.hour < 24 and bsd.minute < 60 and bsd.second < 61):
+        return None
+    return bsd
+
+
 def _nil_or_text(field: bytes) -> str | None:
     if field == _NIL or not field:
         return None
     return field.decode("utf-8", "replace")
 
 
+@functools.lru_cache(maxsize=4096)
 def _iso_datetime(field: bytes) -> datetime | None:
     try:
         text = field.decode("ascii")
