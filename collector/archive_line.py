@@ -28,8 +28,13 @@ _ESCAPED = re.compile(rb"\\(?:([\\nr0])|x([0-9a-f]{2}))")
 _UNESCAPES = {b"\\": b"\\", b"n": b"\n", b"r": b"\r", b"0": b"\x00"}
 
 
+def _has_special(data: bytes) -> bool:
+    # Four scans for one byte each are several times faster than one regex scan.
+    return b"\\" in data or b"\n" in data or b"\r" in data or b"\x00" in data
+
+
 def escape(message: bytes) -> bytes:
-    if _SPECIAL.search(message) is not None:
+    if _has_special(message):
         message = _SPECIAL.sub(lambda m: _ESCAPES[m.group()], message)
     if message.isascii():
         return message
@@ -66,7 +71,7 @@ def format_lines(stamp: bytes, sender: bytes, messages: list[bytes]) -> bytes:
     prefix = b"%s %s " % (stamp, sender)
     together = b"".join(messages)
     # Checked once for the whole batch: most batches need no escaping at all.
-    if _SPECIAL.search(together) is None and together.isascii():
+    if together.isascii() and not _has_special(together):
         escaped = messages
     else:
         escaped = [escape(message) for message in messages]

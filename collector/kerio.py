@@ -191,7 +191,7 @@ def _envelope(message: bytes) -> tuple[bytes, datetime | None, bool] | None:
     return body[length:], event_time, event_time is None
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=4096)
 def _event_stamp(head: bytes) -> tuple[int, datetime | None] | None:
     # Lines arrive many to a second: each distinct stamp is read once.
     stamp = _EVENT_TIME.match(head.decode("ascii", "replace"))

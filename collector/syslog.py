@@ -180,16 +180,11 @@ def _parse_5424(data: bytes, pos: int, facility: Facility, severity: Severity) -
         msg = rest
     if msg.startswith(BOM):
         msg = msg[3:]
+    # Positional arguments: this is built for every message, and keywords cost.
     return SyslogMessage(
-        Dialect.RFC5424, msg, facility, severity,
-        timestamp=timestamp,
-        hostname=_nil_or_text(hostname),
-        app_name=_nil_or_text(app_name),
-        procid=_nil_or_text(procid),
-        msgid=_nil_or_text(msgid),
-        structured_data=structured_data,
-        header_error=header_error,
-    )
+        Dialect.RFC5424, msg, facility, severity, timestamp, None, _nil_or_text(hostname),
+        _nil_or_text(app_name), _nil_or_text(procid), _nil_or_text(msgid), structured_data, None,
+        header_error)
 
 
 def _parse_3164(data: bytes, pos: int, facility: Facility, severity: Severity) -> SyslogMessage:
@@ -228,12 +223,8 @@ def _parse_3164(data: bytes, pos: int, facility: Facility, severity: Severity) -
     msg = data[pos:]
     if msg.startswith(BOM):
         msg = msg[3:]
-    return SyslogMessage(
-        Dialect.RFC3164, msg, facility, severity,
-        timestamp=timestamp, bsd_timestamp=bsd,
-        hostname=hostname, app_name=app_name, procid=procid,
-        content=content,
-    )
+    return SyslogMessage(Dialect.RFC3164, msg, facility, severity, timestamp, bsd, hostname,
+                         app_name, procid, None, (), content)
 
 
 @functools.lru_cache(maxsize=4096)
