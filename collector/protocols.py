@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress, IHandshakeListener, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -35,19 +35,28 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
 class SyslogDatagramProtocol(DatagramProtocol):
-    """One syslog message per datagram (RFC 5426)."""
+    """One syslog message per datagram (RFC 5426).
+
+    The datagrams that one read of the socket returns (Twisted reads up to
+    256 KiB at a time) go down the pipeline together, as one batch per
+    sender, right after that read: the per-batch work is then shared as it is
+    for a TCP chunk.
+    """
 
     noisy = False
     log = Logger()
 
     def __init__(self, pipeline: Pipeline, metrics: CollectorMetrics, receive_buffer: int,
-                 max_frame: int) -> None:
+                 max_frame: int, clock: IReactorTime) -> None:
         self._pipeline = pipeline
         self._metrics = metrics
         self._receive_buffer = receive_buffer
         self._max_frame = max_frame
+        self._clock = clock
         self._truncated = metrics.truncated_frames.labels(transport=Transport.UDP.value)
         self._senders: dict[tuple[str, int], Sender] = {}
+        self._batches: dict[Sender, list[bytes]] = {}
+        self._delivery: IDelayedCall | None = None
 
     def startProtocol(self) -> None:  # noqa: N802
         sock = self._socket = self.transport.socket
@@ -61,6 +70,9 @@ class SyslogDatagramProtocol(DatagramProtocol):
         self._metrics.udp_sockets.watch(sock, self._receive_buffer)
 
     def stopProtocol(self) -> None:  # noqa: N802
+        if self._delivery is not None:
+            self._delivery.cancel()
+        self.deliver()
         self._metrics.udp_sockets.forget(self._socket)
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:  # noqa: N802
@@ -74,7 +86,20 @@ class SyslogDatagramProtocol(DatagramProtocol):
             if len(message) > self._max_frame:
                 message = message[:self._max_frame]
                 self._truncated.inc()
-            self._pipeline.receive([message], sender, Transport.UDP)
+            batch = self._batches.get(sender)
+            if batch is not None:
+                batch.append(message)
+                return
+            self._batches[sender] = [message]
+            if self._delivery is None:
+                self._delivery = self._clock.callLater(0, self.deliver)
+
+    def deliver(self) -> None:
+        """Hand the datagrams received so far to the pipeline."""
+        self._delivery = None
+        batches, self._batches = self._batches, {}
+        for sender, messages in batches.items():
+            self._pipeline.receive(messages, sender, Transport.UDP)
 
 
 def set_receive_buffer(sock: socket.socket, size: int) -> int:

@@ -293,7 +293,7 @@ def build(config: Config, reactor: Any, worker: int | None = None) -> CollectorS
             metrics_at.port, site, interface=metrics_at.host)).setServiceParent(service)
     if (udp_at := listen.udp) is not None:
         datagrams = SyslogDatagramProtocol(pipeline, metrics, listen.udp_receive_buffer_bytes,
-                                           listen.max_frame_bytes)
+                                           listen.max_frame_bytes, reactor)
         Listener("udp", "listen.udp", lambda: listen_shared_udp(reactor, udp_at, datagrams) if shared
                  else reactor.listenUDP(udp_at.port, datagrams, interface=udp_at.host, maxPacketSize=65536),
                  ).setServiceParent(service)

@@ -1,3 +1,5 @@
+import socket
+
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import StringTransport
 
@@ -7,7 +9,13 @@ from helpers import Bench
 
 
 def udp(bench, max_frame=65536):
-    return SyslogDatagramProtocol(bench.pipeline, bench.metrics, 1 << 20, max_frame)
+    return SyslogDatagramProtocol(bench.pipeline, bench.metrics, 1 << 20, max_frame, bench.clock)
+
+
+def receive(bench, protocol, *datagrams, sender=("192.0.2.1", 514)):
+    for datagram in datagrams:
+        protocol.datagramReceived(datagram, sender)
+    bench.clock.advance(0)  # the end of the socket read: the batch goes down the pipeline
 
 
 def stream_factory(bench, max_frame=65536, limits=None, **kwargs):
@@ -30,30 +38,62 @@ def tcp(bench, host="192.0.2.1", port=40000, max_frame=65536):
 
 def test_datagram_trailer_is_trimmed():
     bench = Bench()
-    udp(bench).datagramReceived(b"<13>1 - gw app - - - Engine: Startup.\r\n", ("192.0.2.1", 514))
+    receive(bench, udp(bench), b"<13>1 - gw app - - - Engine: Startup.\r\n")
     assert bench.archived("gw") == [b"<13>1 - gw app - - - Engine: Startup."]
     assert bench.archive.messages[0].sender == b"192.0.2.1:514"
 
 
 def test_ipv4_mapped_sender_is_written_as_ipv4():
     bench = Bench()
-    udp(bench).datagramReceived(b"x", ("::ffff:192.0.2.9", 514))
+    receive(bench, udp(bench), b"x", sender=("::ffff:192.0.2.9", 514))
     assert bench.archive.messages[0].sender == b"192.0.2.9:514"
     assert bench.archive.messages[0].host == "192.0.2.9"
 
 
 def test_oversized_datagram_is_truncated_and_counted():
     bench = Bench()
-    udp(bench, max_frame=10).datagramReceived(b"<13>" + b"x" * 20 + b"\n", ("192.0.2.1", 514))
+    receive(bench, udp(bench, max_frame=10), b"<13>" + b"x" * 20 + b"\n")
     assert bench.archived() == [b"<13>xxxxxx"]
     assert bench.value("syslog_collector_truncated_frames_total", transport="udp") == 1.0
 
 
 def test_refused_datagram_is_dropped():
     bench = Bench(unregistered=UnregisteredPolicy.REFUSE)
-    udp(bench).datagramReceived(b"<13>1 - gw app - - - x", ("192.0.2.1", 514))
+    receive(bench, udp(bench), b"<13>1 - gw app - - - x")
     assert bench.archive.messages == []
     assert bench.value("syslog_collector_refused_messages_total", reason="unregistered") == 1.0
+
+
+def test_datagrams_of_one_read_go_down_the_pipeline_together():
+    bench = Bench()
+    protocol = udp(bench)
+    protocol.datagramReceived(b"<13>1 - gw app - - - one", ("192.0.2.1", 514))
+    protocol.datagramReceived(b"<13>1 - fw app - - - other", ("192.0.2.2", 514))
+    protocol.datagramReceived(b"<13>1 - gw app - - - two", ("192.0.2.1", 514))
+    assert bench.archive.messages == []
+    bench.clock.advance(0)
+    assert bench.archived("gw") == [b"<13>1 - gw app - - - one", b"<13>1 - gw app - - - two"]
+    assert bench.archived("fw") == [b"<13>1 - fw app - - - other"]
+    assert bench.value("syslog_collector_received_messages_total", host="gw", transport="udp") == 2.0
+    receive(bench, protocol, b"<13>1 - gw app - - - three")
+    assert bench.archived("gw")[-1] == b"<13>1 - gw app - - - three"
+
+
+class UnboundDatagramTransport:
+    def __init__(self):
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+
+def test_datagrams_not_yet_delivered_are_delivered_when_the_port_stops():
+    bench = Bench()
+    protocol = udp(bench)
+    transport = UnboundDatagramTransport()
+    protocol.makeConnection(transport)
+    protocol.datagramReceived(b"<13>1 - gw app - - - last", ("192.0.2.1", 514))
+    protocol.doStop()
+    transport.socket.close()
+    assert bench.archived("gw") == [b"<13>1 - gw app - - - last"]
+    assert bench.clock.getDelayedCalls() == []
 
 
 def test_stream_byte_by_byte():
