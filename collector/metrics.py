@@ -17,10 +17,14 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 
 from collector.records import FtpKind, RecordSummary, RecordType, Transport
 
 PREFIX = "syslog_collector_"
+PUBLISH_INTERVAL = 1.0
 OTHER = "other"
 REFUSAL_REASONS = ("unregistered",)
 CONNECTION_REFUSAL_REASONS = (
@@ -59,7 +63,7 @@ class HostMetrics:
         self._details: dict[tuple[Any, ...], Any] = {}
         self._interfaces: set[str] = set()
 
-    def count_records(self, summary: RecordSummary, count: int, received_at: float) -> None:
+    def count_records(self, summary: RecordSummary, count: int) -> None:
         """Count ``count`` records alike: their type, and the breakdown of it."""
         record_type = summary.type
         self.records[record_type].inc(count)
@@ -73,7 +77,6 @@ class HostMetrics:
             self._child("ips", *labels).inc(count)
         elif record_type is RecordType.ENGINE_STARTUP:
             self.engine_starts.inc(count)
-            self.engine_last_start.set(received_at)
         elif record_type is RecordType.ENGINE_SHUTDOWN:
             self.engine_shutdowns.inc(count)
         elif record_type is not RecordType.UNKNOWN:
@@ -110,11 +113,29 @@ class HostMetrics:
 
 
 class CollectorMetrics:
+    """All the metrics.
+
+    What every message counts (records, messages and bytes received) is
+    added up in plain dicts, ``pending_records`` and the like, and published
+    to the Prometheus metrics by ``publish``: before every collection of the
+    registry, and every ``PUBLISH_INTERVAL`` seconds (``MetricsPublisher``)
+    for the worker processes, whose registry is never collected. Incrementing
+    a prometheus_client child takes a lock, and in multiprocess mode writes a
+    mmap'd file: too much to do for every message.
+    """
+
     def __init__(self, registry: CollectorRegistry, max_hosts: int,
                  max_interfaces_per_host: int = 20) -> None:
         self.max_hosts = max_hosts
         self.max_interfaces_per_host = max_interfaces_per_host
         self._hosts: dict[str, HostMetrics] = {}
+        self.pending_records: dict[tuple[HostMetrics, RecordSummary], int] = {}
+        # Messages and bytes, by host and transport.
+        self._pending_received: dict[tuple[HostMetrics, Transport], list[int]] = {}
+        self._last_message: dict[HostMetrics, float] = {}
+        self._last_engine_start: dict[HostMetrics, float] = {}
+        # First in the registry, so the metrics collected after it are current.
+        registry.register(_PublishOnCollect(self))
         self.udp_sockets = UdpSocketCollector(registry)
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
@@ -171,6 +192,7 @@ class CollectorMetrics:
         self.record_parse_errors = counter(
             "record_parse_errors_total",
             "Typed records with a missing or garbled optional field", ("type",))
+        self._record_parse_errors = {t: self.record_parse_errors.labels(type=t.value) for t in RecordType}
         self.refused = counter(
             "refused_messages_total", "UDP datagrams refused, by reason", ("reason",))
         self.truncated_frames = counter(
@@ -214,6 +236,37 @@ class CollectorMetrics:
         for reason in DROP_REASONS:
             self.dropped.labels(reason=reason)
 
+    def count_received(self, host: HostMetrics, transport: Transport, messages: int, size: int,
+                       received_at: float) -> None:
+        pending = self._pending_received.get((host, transport))
+        if pending is None:
+            self._pending_received[(host, transport)] = [messages, size]
+        else:
+            pending[0] += messages
+            pending[1] += size
+        self._last_message[host] = received_at
+
+    def engine_started(self, host: HostMetrics, received_at: float) -> None:
+        self._last_engine_start[host] = received_at
+
+    def publish(self) -> None:
+        """Add what was counted since the last call to the Prometheus metrics."""
+        records, self.pending_records = self.pending_records, {}
+        for (host, summary), count in records.items():
+            host.count_records(summary, count)
+            if summary.defective:
+                self._record_parse_errors[summary.type].inc(count)
+        received, self._pending_received = self._pending_received, {}
+        for (host, transport), (messages, size) in received.items():
+            host.received_messages[transport].inc(messages)
+            host.received_bytes[transport].inc(size)
+        last_message, self._last_message = self._last_message, {}
+        for host, seconds in last_message.items():
+            host.last_message.set(seconds)
+        last_engine_start, self._last_engine_start = self._last_engine_start, {}
+        for host, seconds in last_engine_start.items():
+            host.engine_last_start.set(seconds)
+
     def host(self, name: str) -> HostMetrics:
         try:
             return self._hosts[name]
@@ -226,6 +279,39 @@ class CollectorMetrics:
                 return self._hosts[name]
         metrics = self._hosts[name] = HostMetrics(self, name)
         return metrics
+
+
+class MetricsPublisher(Service):
+    """Publishes the pending counts every ``PUBLISH_INTERVAL`` seconds, and when it stops."""
+
+    def __init__(self, metrics: CollectorMetrics, clock: IReactorTime) -> None:
+        self._metrics = metrics
+        self._loop = LoopingCall(metrics.publish)
+        self._loop.clock = clock
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        self._loop.start(PUBLISH_INTERVAL, now=False)
+
+    def stopService(self) -> None:  # noqa: N802
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+        self._metrics.publish()
+
+
+class _PublishOnCollect(Collector):
+    """Publishes the pending counts whenever the registry is collected; exports nothing."""
+
+    def __init__(self, metrics: CollectorMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        self._metrics.publish()
+        return iter(())
 
 
 class UdpSocketCollector(Collector):

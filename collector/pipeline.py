@@ -22,7 +22,7 @@ from collector.hosts import HostRegistry, normalize_ip
 from collector.kerio import summary_in
 from collector.metrics import CollectorMetrics, HostMetrics
 from collector.ratelimit import TokenBucket
-from collector.records import RecordSummary, RecordType, Transport
+from collector.records import RecordType, Transport
 
 # Refusals and rate limiting are logged at most this often.
 LOG_INTERVAL = 10.0
@@ -82,7 +82,6 @@ class Pipeline:
         self._metrics = metrics
         self._clock = clock
         self._syslog_timezone = syslog_timezone
-        self._record_parse_errors = {t: metrics.record_parse_errors.labels(type=t.value) for t in RecordType}
         self._rate = max_messages_per_second_per_sender
         self._buckets: dict[str, TokenBucket] = {}
         self._refusals = RateLimitedLog(self.log, clock)
@@ -124,9 +123,9 @@ class Pipeline:
         metrics = self._metrics
         resolve = self.hosts.resolve
         allowed = len(messages) if not self._rate else self._allowance(sender, len(messages), received_at)
-        # Counted per batch, not per message: a TCP chunk holds many messages of few hosts.
+        # Archived per host and batch: a TCP chunk holds many messages of few hosts.
         archived: dict[str, tuple[HostMetrics, list[bytes]]] = {}
-        summaries: dict[tuple[HostMetrics, RecordSummary], int] = {}
+        pending_records = metrics.pending_records
         header_errors = 0
         for index, raw in enumerate(messages):
             message = syslog.parse(raw)
@@ -144,8 +143,11 @@ class Pipeline:
                 archived[host.name][1].append(raw)
             except KeyError:
                 archived[host.name] = (host_metrics, [raw])
-            key = (host_metrics, summary_in(message))
-            summaries[key] = summaries.get(key, 0) + 1
+            summary = summary_in(message)
+            key = (host_metrics, summary)
+            pending_records[key] = pending_records.get(key, 0) + 1
+            if summary.type is RecordType.ENGINE_STARTUP:
+                metrics.engine_started(host_metrics, received_at)
             if host.hostname_mismatch:
                 host_metrics.hostname_mismatches.inc()
             if received_at >= host_metrics.next_skew_check:
@@ -154,13 +156,7 @@ class Pipeline:
             metrics.header_parse_errors.inc(header_errors)
         for name, (host_metrics, raws) in archived.items():
             self._archive.append(name, received_at, sender.text, raws)
-            host_metrics.received_messages[transport].inc(len(raws))
-            host_metrics.received_bytes[transport].inc(sum(map(len, raws)))
-            host_metrics.last_message.set(received_at)
-        for (host_metrics, summary), count in summaries.items():
-            host_metrics.count_records(summary, count, received_at)
-            if summary.defective:
-                self._record_parse_errors[summary.type].inc(count)
+            metrics.count_received(host_metrics, transport, len(raws), sum(map(len, raws)), received_at)
 
     def _allowance(self, sender: Sender, wanted: int, now: float) -> int:
         bucket = self._buckets.get(sender.ip)

@@ -29,7 +29,7 @@ from collector import config as configuration
 from collector.archive import FileArchive
 from collector.config import Config, ConfigError
 from collector.hosts import HostRegistry
-from collector.metrics import CollectorMetrics, UdpPortDropsCollector
+from collector.metrics import CollectorMetrics, MetricsPublisher, UdpPortDropsCollector
 from collector.pipeline import Pipeline
 from collector.protocols import ConnectionLimits, SyslogDatagramProtocol, SyslogStreamFactory
 from collector.tls import server_options
@@ -285,6 +285,8 @@ def build(config: Config, reactor: Any, worker: int | None = None) -> CollectorS
     )
     service = CollectorService(registry, metrics, pipeline, archive)
     archive.setServiceParent(service)
+    # Before the listeners: it stops after them, and publishes their last counts.
+    MetricsPublisher(metrics, reactor).setServiceParent(service)
     listen = config.listen
     if (metrics_at := listen.metrics) is not None:
         site = Site(root_resource(registry))

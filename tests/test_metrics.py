@@ -2,7 +2,18 @@ import socket
 
 from prometheus_client import CollectorRegistry
 
-from collector.metrics import CollectorMetrics, UdpSocketRow, parse_proc_net_udp
+from collector.metrics import (
+    PUBLISH_INTERVAL,
+    CollectorMetrics,
+    MetricsPublisher,
+    UdpSocketRow,
+    parse_proc_net_udp,
+)
+from collector.pipeline import Sender
+from collector.records import RecordType, Transport
+from helpers import Bench
+
+SENDER = Sender.from_address("192.0.2.1", 40000)
 
 PROC_NET_UDP = """\
    sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
@@ -40,3 +51,26 @@ def test_every_metric_has_the_prefix_and_conventions():
         if family.type == "counter":
             assert not family.name.endswith("_total")  # the client adds it to the samples
         assert family.documentation
+
+
+def child_value(child):
+    return child.collect()[0].samples[0].value
+
+
+def test_counts_are_published_by_the_timer_at_stop_and_on_every_collection():
+    bench = Bench()
+    publisher = MetricsPublisher(bench.metrics, bench.clock)
+    publisher.startService()
+    startup = b"<13>1 - gw app - - - Engine: Startup."
+    bench.pipeline.receive([startup], SENDER, Transport.TCP)
+    records = bench.metrics.host("gw").records[RecordType.ENGINE_STARTUP]
+    received = bench.metrics.host("gw").received_messages[Transport.TCP]
+    assert (child_value(records), child_value(received)) == (0.0, 0.0)  # counted, not yet published
+    bench.clock.advance(PUBLISH_INTERVAL)
+    assert (child_value(records), child_value(received)) == (1.0, 1.0)
+    bench.pipeline.receive([startup], SENDER, Transport.TCP)
+    publisher.stopService()
+    assert (child_value(records), child_value(received)) == (2.0, 2.0)
+    bench.pipeline.receive([startup], SENDER, Transport.TCP)
+    assert bench.value("syslog_collector_records_total", host="gw", type="engine_startup") == 3.0
+    assert bench.value("syslog_collector_received_bytes_total", host="gw", transport="tcp") == 3.0 * len(startup)
