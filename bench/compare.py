@@ -364,6 +364,8 @@ def main() -> None:
     for name, m in medians.items():
         print(f"{name:15s} {m.rate:10,.0f} {m.loss:8.3f} {m.duplicates:6.0f} {m.cpu_per_million:9.2f} "
               f"{m.peak_rss / 1e6:12.1f}")
+    for name, runs in results.items():
+        print(f"{name} runs, msgs/s: " + ", ".join(f"{r.rate:,.0f}" for r in runs))
     if "collector" in medians:
         for name, m in medians.items():
             if name != "collector" and m.rate > 0:
