@@ -107,8 +107,9 @@ class SyslogMessage(NamedTuple):
     header_error: str | None = None
 
 
-# RFC 5424 section 6: PRI = "<" PRIVAL ">", PRIVAL = 1*3DIGIT ; range 0 .. 191
-_PRI = re.compile(rb"<(\d{1,3})>")
+# RFC 5424 section 6: PRI = "<" PRIVAL ">", PRIVAL = 1*3DIGIT ; range 0 .. 191.
+# Every PRI that can be written, leading zeros included, is looked up whole.
+_PRIVALS = {b"<%0*d>" % (width, value): value for width in (1, 2, 3) for value in range(10 ** width)}
 
 # RFC 3164 section 4.1.2: TIMESTAMP = Mmm SP dd SP hh:mm:ss, where a day below
 # 10 is padded with a space; some senders pad with 0, or not at all, or add a
@@ -134,15 +135,15 @@ _TAG = re.compile(rb"([^\s:\[\]]{1,48})(?:\[([^\]\s]{0,128})\])?: ?")
 
 def parse(data: bytes) -> SyslogMessage:
     """Parse one message; trailing LF/CR/NUL must already be removed by framing."""
-    pri = _PRI.match(data)
-    if pri is None:
+    close = data.find(b">", 2, 5)
+    value = _PRIVALS.get(data[:close + 1]) if close > 0 else None
+    if value is None:
         return SyslogMessage(Dialect.NONE, data, header_error="missing PRI")
-    value = int(pri.group(1))
     if value > 191:
         return SyslogMessage(Dialect.NONE, data, header_error="PRI out of range")
     facility = _FACILITIES[value >> 3]
     severity = _SEVERITIES[value & 7]
-    pos = pri.end()
+    pos = close + 1
     if data.startswith(b"1 ", pos):
         return _parse_5424(data, pos + 2, facility, severity)
     return _parse_3164(data, pos, facility, severity)

@@ -1,3 +1,4 @@
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -197,3 +198,18 @@ def test_parser_never_raises_and_keeps_content(data):
 @given(st.from_regex(rb"\A<\d{1,3}>(1 |[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d )?.{0,80}\Z"))
 def test_parser_never_raises_on_near_valid_headers(data):
     parse(data)
+
+
+@settings(max_examples=1000)
+@given(st.binary(max_size=8) | st.from_regex(rb"\A<[0-9a]{0,4}>", fullmatch=False))
+def test_pri_is_read_as_the_grammar_says(data):
+    # PRI = "<" PRIVAL ">", PRIVAL = 1*3DIGIT, range 0 .. 191
+    grammar = re.match(rb"<([0-9]{1,3})>", data)
+    message = parse(data)
+    if grammar is None:
+        assert message.header_error == "missing PRI"
+    elif int(grammar[1]) > 191:
+        assert message.header_error == "PRI out of range"
+    else:
+        value = int(grammar[1])
+        assert (message.facility, message.severity) == (value >> 3, value & 7)
