@@ -108,10 +108,15 @@ _REASON_USER = (
 
 # IPS: Packet drop, severity: High, Rule ID: 1:2010575 ET TROJAN ..., proto:TCP,
 #      ip/port:A:80(host) > B:50211(host,user:jdoe)
-# Some renderings lose the ", " before "proto:".
+# Some renderings lose the ", " before "proto:". The rule name runs up to the
+# first ", proto:" (or "proto:", or the end), as a lazy ".*?" would find it;
+# it is written greedily, whole runs of characters that cannot start that
+# ending at a time, because the lazy form costs twice as much.
+_RULE_NAME_END = r",? ?(?:proto:|$)"
 _IPS = re.compile(
     r"IPS: (?P<action>Packet drop|Alert), severity: (?P<severity>[^,]*)"
-    r"(?:, Rule ID: (?P<rule_id>\S+)(?: (?P<rule_name>.*?))?,? ?(?=proto:|$))?"
+    rf"(?:, Rule ID: (?P<rule_id>\S+)(?: (?P<rule_name>(?:[^, p\n]+|(?!{_RULE_NAME_END}).)*))?"
+    rf"(?={_RULE_NAME_END}),? ?)?"
     r"(?:proto:(?P<proto>[^,\s]*), ?ip/port: ?(?P<src>\S+) (?:->|>) (?P<dst>\S+))?"
 )
 _IPS_ACTIONS = {"Packet drop": IpsAction.DROP, "Alert": IpsAction.ALERT}

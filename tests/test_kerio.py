@@ -1,3 +1,4 @@
+import re
 from datetime import datetime
 from ipaddress import ip_address
 from pathlib import Path
@@ -461,3 +462,25 @@ def test_generated_ftp_parses_back(client, server, command):
     assert isinstance(record, FtpAttack)
     assert (record.client, record.server) == (client, server)
     assert record.detail == (command or None)
+
+
+# The IPS pattern as first written, with a lazy rule name: the pattern in use
+# must read every line the same way.
+IPS_AS_FIRST_WRITTEN = re.compile(
+    r"IPS: (?P<action>Packet drop|Alert), severity: (?P<severity>[^,]*)"
+    r"(?:, Rule ID: (?P<rule_id>\S+)(?: (?P<rule_name>.*?))?,? ?(?=proto:|$))?"
+    r"(?:proto:(?P<proto>[^,\s]*), ?ip/port: ?(?P<src>\S+) (?:->|>) (?P<dst>\S+))?"
+)
+
+
+@settings(max_examples=2000)
+@given(st.sampled_from(["Packet drop", "Alert"]),
+       st.lists(st.sampled_from(["ET", " ", ",", "p", "proto:", "prot", "x", "\n", "1:2", ", ", "TCP"]),
+                max_size=12),
+       st.sampled_from(["", ", proto:TCP, ip/port:1.2.3.4:5 > 6.7.8.9:10", "proto:UDP, ip/port:a > b",
+                        ",", ", ", "\n"]))
+def test_ips_rule_name_is_read_as_a_lazy_pattern_would(action, rule, tail):
+    text = f"IPS: {action}, severity: High, Rule ID: {''.join(rule)}{tail}"
+    expected = IPS_AS_FIRST_WRITTEN.match(text)
+    actual = kerio._IPS.match(text)
+    assert (actual and actual.groupdict()) == (expected and expected.groupdict())
