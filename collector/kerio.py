@@ -110,12 +110,15 @@ _REASON_USER = (
 #      ip/port:A:80(host) > B:50211(host,user:jdoe)
 # Some renderings lose the ", " before "proto:". The rule name runs up to the
 # first ", proto:" (or "proto:", or the end), as a lazy ".*?" would find it;
-# it is written greedily, whole runs of characters that cannot start that
-# ending at a time, because the lazy form costs twice as much.
+# it is matched greedily instead, a whole run of characters that cannot start
+# that ending at a time, because the lazy form costs twice as much. The
+# branches share no character and the loop is possessive (it never gives back:
+# nothing before the first ending could end the name), so that a line that
+# does not match fails in linear time.
 _RULE_NAME_END = r",? ?(?:proto:|$)"
 _IPS = re.compile(
     r"IPS: (?P<action>Packet drop|Alert), severity: (?P<severity>[^,]*)"
-    rf"(?:, Rule ID: (?P<rule_id>\S+)(?: (?P<rule_name>(?:[^, p\n]+|(?!{_RULE_NAME_END}).)*))?"
+    rf"(?:, Rule ID: (?P<rule_id>\S+)(?: (?P<rule_name>(?:[^, p\n]+|(?!{_RULE_NAME_END})[, p])*+))?"
     rf"(?={_RULE_NAME_END}),? ?)?"
     r"(?:proto:(?P<proto>[^,\s]*), ?ip/port: ?(?P<src>\S+) (?:->|>) (?P<dst>\S+))?"
 )

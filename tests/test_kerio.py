@@ -1,4 +1,5 @@
 import re
+import time
 from datetime import datetime
 from ipaddress import ip_address
 from pathlib import Path
@@ -484,3 +485,12 @@ def test_ips_rule_name_is_read_as_a_lazy_pattern_would(action, rule, tail):
     expected = IPS_AS_FIRST_WRITTEN.match(text)
     actual = kerio._IPS.match(text)
     assert (actual and actual.groupdict()) == (expected and expected.groupdict())
+
+
+@pytest.mark.parametrize("filler", ["a" * 60000, "a p," * 15000, " " * 60000, ", prot" * 10000])
+def test_ips_lines_that_do_not_match_fail_in_linear_time(filler):
+    # A 64 KiB frame is the most a sender can make us read; nested
+    # quantifiers could take exponential time on it.
+    start = time.process_time()
+    summarize(f"IPS: Alert, severity: High, Rule ID: 1:2 {filler}\nx".encode())
+    assert time.process_time() - start < 1.0
