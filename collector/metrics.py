@@ -268,12 +268,13 @@ class CollectorMetrics:
             host.engine_last_start.set(seconds)
 
     def host(self, name: str) -> HostMetrics:
+        """The metrics of a host; past ``max_hosts`` new hosts share those of
+        "other", and the caller counts their messages in ``host_overflow``."""
         try:
             return self._hosts[name]
         except KeyError:
             pass
         if len(self._hosts) >= self.max_hosts:
-            self.host_overflow.inc()
             name = OTHER
             if name in self._hosts:
                 return self._hosts[name]

@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from collector import syslog
 from collector.archive import Archive
 from collector.config import Firewall
-from collector.hosts import HostRegistry, normalize_ip
+from collector.hosts import HostRegistry, SourceHost, normalize_ip
 from collector.kerio import summary_in
 from collector.metrics import CollectorMetrics, HostMetrics
 from collector.ratelimit import TokenBucket
@@ -121,28 +121,28 @@ class Pipeline:
         """
         received_at = self._clock.seconds()
         metrics = self._metrics
-        resolve = self.hosts.resolve
         allowed = len(messages) if not self._rate else self._allowance(sender, len(messages), received_at)
         # Archived per host and batch: a TCP chunk holds many messages of few hosts.
         archived: dict[str, tuple[HostMetrics, list[bytes]]] = {}
+        # Each HOSTNAME is resolved once a batch: the host, its metrics, its
+        # messages, and whether it is counted under "other" (metrics.max_hosts).
+        hostnames: dict[str | None, tuple[SourceHost, HostMetrics, list[bytes], bool]] = {}
         pending_records = metrics.pending_records
-        header_errors = 0
+        header_errors = overflowed = 0
         for index, raw in enumerate(messages):
             message = syslog.parse(raw)
             if message.header_error is not None:
                 header_errors += 1
-            if firewall is None:
-                host = resolve(sender.ip, message.hostname)
-            else:
-                host = self.hosts.resolve_bound(firewall, message.hostname)
-            host_metrics = metrics.host(host.name)
+            known = hostnames.get(message.hostname)
+            if known is None:
+                known = hostnames[message.hostname] = self._resolve(message.hostname, sender, firewall, archived)
+            host, host_metrics, raws, overflow = known
+            if overflow:
+                overflowed += 1
             if index >= allowed:
                 host_metrics.rate_limited.inc()
                 continue
-            try:
-                archived[host.name][1].append(raw)
-            except KeyError:
-                archived[host.name] = (host_metrics, [raw])
+            raws.append(raw)
             summary = summary_in(message)
             key = (host_metrics, summary)
             pending_records[key] = pending_records.get(key, 0) + 1
@@ -154,9 +154,25 @@ class Pipeline:
                 self._observe_skew(host_metrics, message, received_at, host.firewall)
         if header_errors:
             metrics.header_parse_errors.inc(header_errors)
+        if overflowed:
+            metrics.host_overflow.inc(overflowed)
         for name, (host_metrics, raws) in archived.items():
+            if not raws:  # all rate limited
+                continue
             self._archive.append(name, received_at, sender.text, raws)
             metrics.count_received(host_metrics, transport, len(raws), sum(map(len, raws)), received_at)
+
+    def _resolve(self, hostname: str | None, sender: Sender, firewall: Firewall | None,
+                 archived: dict[str, tuple[HostMetrics, list[bytes]]],
+                 ) -> tuple[SourceHost, HostMetrics, list[bytes], bool]:
+        if firewall is None:
+            host = self.hosts.resolve(sender.ip, hostname)
+        else:
+            host = self.hosts.resolve_bound(firewall, hostname)
+        host_metrics = self._metrics.host(host.name)
+        if host.name not in archived:
+            archived[host.name] = (host_metrics, [])
+        return host, host_metrics, archived[host.name][1], host_metrics.host != host.name
 
     def _allowance(self, sender: Sender, wanted: int, now: float) -> int:
         bucket = self._buckets.get(sender.ip)
