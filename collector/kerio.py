@@ -54,15 +54,15 @@ _EVENT_TIME = re.compile(r"\[(\d\d)/([A-Z][a-z]{2})/(\d{4}) (\d\d):(\d\d):(\d\d)
 # Anti-Spoofing: Packet from LAN, proto:TCP, len:48, ip/port:A:1864 -> B:445, flags: SYN, ...
 # {pktdrop} packet dropped: Anti-spoofing (from Cable, proto:UDP, len:334, A:68 -> B:67, udplen:306)
 # The interface is free text and may hold commas: it runs up to ", proto:".
+# ``complete_tcp`` is the start of a TCP line's tail as Kerio writes it, with
+# every TCP field: such a line has no TCP defect to look for.
 _ANTI_SPOOFING = re.compile(
     r"(?P<direction>from|to) (?P<interface>.+?), proto:(?P<proto>[^,\s]*),? ?"
     r"(?:len:(?P<len>[^,]*), ?)?(?:ip/port: ?)?"
-    r"(?P<src>\S+) (?:->|>) (?P<dst>[^\s,)]+)(?P<tail>.*)"
+    r"(?P<src>\S+) (?:->|>) (?P<dst>[^\s,)]+)"
+    r"(?P<tail>(?P<complete_tcp>, flags: ?[A-Z]+(?: [A-Z]+)* ?, seq:\d+ ack:\d+, win:\d+, tcplen:\d+)?.*)"
 )
 _DIRECTIONS = {"from": Direction.FROM, "to": Direction.TO}
-# The tail of a TCP line as Kerio writes it: every TCP field is there.
-_CANONICAL_TCP_TAIL = re.compile(
-    r", flags: ?[A-Z]+(?: [A-Z]+)* ?, seq:\d+ ack:\d+, win:\d+, tcplen:\d+")
 _TCP_FLAGS = re.compile(r"flags:\s*([A-Z]+(?: [A-Z]+)*)")
 _NUMBER_FIELDS = re.compile(r"\b(seq|ack|win|tcplen|udplen):(\d+)")
 
@@ -271,11 +271,10 @@ class _AntiSpoofingReader:
             defects.append("protocol")
         if _int_or_none(match["len"]) is None:
             defects.append("length")
-        tail = match["tail"]
-        if self._closing and not tail.endswith(self._closing):
+        if self._closing and not match["tail"].endswith(self._closing):
             defects.append("truncated")
-        if protocol is Protocol.TCP and _CANONICAL_TCP_TAIL.match(tail) is None:
-            defects += _tcp_fields(tail)[1]
+        if protocol is Protocol.TCP and match["complete_tcp"] is None:
+            defects += _tcp_fields(match["tail"])[1]
         return match, protocol, defects
 
     def summary(self, text: str) -> RecordSummary:

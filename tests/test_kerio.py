@@ -494,3 +494,15 @@ def test_ips_lines_that_do_not_match_fail_in_linear_time(filler):
     start = time.process_time()
     summarize(f"IPS: Alert, severity: High, Rule ID: 1:2 {filler}\nx".encode())
     assert time.process_time() - start < 1.0
+
+
+@settings(max_examples=500)
+@given(tails, st.sampled_from(["", " s=1", ", seq:x", "\nflags: SYN"]))
+def test_a_tail_taken_for_complete_lacks_no_tcp_field(tail, more):
+    # The quick check must never hide a defect the fields would show.
+    text = f"from LAN, proto:TCP, len:5, ip/port:1.2.3.4:5 -> 6.7.8.9:10{tail}{more}"
+    match = kerio._ANTI_SPOOFING.match(text)
+    missing = kerio._tcp_fields(match["tail"])[1]
+    assert match["complete_tcp"] is None or missing == []
+    if tail.startswith(", flags: SYN, seq:1 ack:0, win:512, tcplen:0"):
+        assert match["complete_tcp"] is not None
