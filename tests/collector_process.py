@@ -36,7 +36,8 @@ def free_udp_port() -> int:
 class CollectorProcess:
     """A collector on free loopback ports, its log in ``workdir/collector.log``."""
 
-    def __init__(self, workdir: Path, *args: str, config: str | None = None) -> None:
+    def __init__(self, workdir: Path, *args: str, config: str | None = None,
+                 listeners: frozenset[str] = frozenset({"udp", "tcp", "metrics"})) -> None:
         self.workdir = workdir
         self.archive = workdir / "archive"
         self.log_path = workdir / "collector.log"
@@ -49,16 +50,16 @@ class CollectorProcess:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self.process = subprocess.Popen(command, cwd=workdir, env=env,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.ports = self._wait_for_ports()
+        self.ports = self._wait_for_ports(listeners)
 
-    def _wait_for_ports(self, timeout: float = 20.0) -> dict[str, int]:
+    def _wait_for_ports(self, listeners: frozenset[str], timeout: float = 20.0) -> dict[str, int]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 output = self.process.stdout.read().decode(errors="replace") if self.process.stdout else ""
                 raise RuntimeError(f"collector exited with {self.process.returncode}: {output}\n{self.log()}")
             ports = {kind: int(port) for kind, _, port in _LISTENING.findall(self.log())}
-            if {"udp", "tcp", "metrics"} <= ports.keys():
+            if listeners <= ports.keys():
                 return ports
             time.sleep(0.05)
         self.kill()
