@@ -90,7 +90,10 @@ def main() -> None:
     extra = []
     start = time.monotonic()
     end = start + args.minutes * 60
-    next_sample = next_hup = next_move = start
+    next_sample = next_hup = start
+    # The first burst of connections over the per-sender limit comes once the
+    # senders are connected: otherwise one of them could be the one refused.
+    next_move = start + 5
     print(f"soak: {args.minutes} min, {args.rate:.0f} TCP msgs/s over {args.connections} connections, "
           f"work dir {workdir}")
     print(f"{'t (s)':>6} {'RSS (MB)':>9} {'fds':>5} {'TCP sent':>10}")
