@@ -149,14 +149,10 @@ def _record_text(message: SyslogMessage) -> bytes:
 
 def parse_record(message: bytes) -> Record:
     """Type one Security-log line (the syslog MSG, or a bare line)."""
-    envelope = _envelope(message)
-    if envelope is None:
+    located = _locate(message)
+    if located is None:
         return UNKNOWN
-    body, event_time, bad_stamp = envelope
-    found = _reader(body)
-    if found is None:
-        return UNKNOWN
-    reader, text = found
+    reader, text, event_time, bad_stamp = located
     record = reader.record(text, event_time)
     if bad_stamp and record is not UNKNOWN:
         record = replace(record, defects=record.defects + ("event_time",))
@@ -168,35 +164,40 @@ def summarize(message: bytes) -> RecordSummary:
     give, several times cheaper: the fields that no metric counts are only
     checked, not converted, and no record is built. This is what the
     collector's hot path runs for every line."""
-    envelope = _envelope(message)
-    if envelope is None:
+    located = _locate(message)
+    if located is None:
         return UNKNOWN_SUMMARY
-    body, _, bad_stamp = envelope
-    found = _reader(body)
-    if found is None:
-        return UNKNOWN_SUMMARY
-    reader, text = found
+    reader, text, _, bad_stamp = located
     summary = reader.summary(text)
     if bad_stamp and summary.type is not RecordType.UNKNOWN:
         summary = summary._replace(defective=True)
     return summary
 
 
-def _envelope(message: bytes) -> tuple[bytes, datetime | None, bool] | None:
-    """The line without what syslog envelopes leave around it, and without
-    its bracketed event time; that time; and whether it was an impossible
-    date. None for a bracket that holds no event time."""
+def _locate(message: bytes) -> tuple[_Reader, str, datetime | None, bool] | None:
+    """The reader for a line and the text it reads, the line's bracketed
+    event time, and whether that was an impossible date; None for a line no
+    reader takes, or a bracket that holds no event time.
+
+    What syslog envelopes leave around a line is ignored.
+    """
     body = message
     while body[:3] in _LEADING_JUNK:
         body = body[3:]
     body = body.lstrip(b" \t").rstrip(_TRAILING_JUNK)
-    if body[:1] != b"[":
-        return body, None, False
-    stamp = _event_stamp(body[:23])
-    if stamp is None:
+    event_time = None
+    bad_stamp = False
+    if body[:1] == b"[":
+        stamp = _event_stamp(body[:23])
+        if stamp is None:
+            return None
+        length, event_time = stamp
+        body = body[length:]
+        bad_stamp = event_time is None
+    found = _reader(body)
+    if found is None:
         return None
-    length, event_time = stamp
-    return body[length:], event_time, event_time is None
+    return found[0], found[1], event_time, bad_stamp
 
 
 @functools.lru_cache(maxsize=4096)
