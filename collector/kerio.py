@@ -1,10 +1,14 @@
 """Parse Kerio Control / WinRoute Security-log lines into typed records.
 
-Pure code: no I/O, no Twisted, no clock. ``parse_record`` never raises. The
-syntaxes come from the WinRoute 6.x manual ("Security Log") and the wording
-of Kerio Control 7, 8 and 9. A line is typed only when its marker and its
-mandatory fields parse; anything else, including the look-alike lines of the
-Filter, Debug and Warning logs, is ``unknown``.
+Pure code: no I/O, no Twisted, no clock. ``parse_record`` and ``summarize``
+never raise. The syntaxes come from the WinRoute 6.x manual ("Security Log")
+and the wording of Kerio Control 7, 8 and 9. A line is typed only when its
+marker and its mandatory fields parse; anything else, including the
+look-alike lines of the Filter, Debug and Warning logs, is ``unknown``.
+
+Each record type has a reader that gives either the whole typed record
+(``parse_record``) or only what the metrics count of it (``summarize``, the
+collector's hot path); both come from one match of the same pattern.
 """
 
 from __future__ import annotations
