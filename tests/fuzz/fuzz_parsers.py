@@ -36,11 +36,14 @@ def framing(data: bytes) -> None:
 def header(data: bytes) -> None:
     message = syslog.parse(data)
     assert message.msg in data
-    kerio.record_in(message)
+    assert kerio.summary_in(message).type is kerio.record_in(message).type
 
 
 def record(data: bytes) -> None:
-    kerio.parse_record(data)
+    record = kerio.parse_record(data)
+    # The collector counts the summary: it must agree with the record.
+    summary = kerio.summarize(data)
+    assert (summary.type, summary.defective) == (record.type, bool(record.defects)), data
 
 
 def archive(data: bytes) -> None:
