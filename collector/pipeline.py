@@ -129,6 +129,10 @@ class Pipeline:
         hostnames: dict[str | None, tuple[SourceHost, HostMetrics, list[bytes], bool]] = {}
         pending_records = metrics.pending_records
         header_errors = overflowed = 0
+        # Counted per batch too: a flood over the rate limit, or a firewall
+        # whose every message names another host, must not cost an increment each.
+        rate_limited: dict[HostMetrics, int] = {}
+        mismatched: dict[HostMetrics, int] = {}
         for index, raw in enumerate(messages):
             message = syslog.parse(raw)
             if message.header_error is not None:
@@ -140,7 +144,7 @@ class Pipeline:
             if overflow:
                 overflowed += 1
             if index >= allowed:
-                host_metrics.rate_limited.inc()
+                rate_limited[host_metrics] = rate_limited.get(host_metrics, 0) + 1
                 continue
             raws.append(raw)
             summary = summary_in(message)
@@ -149,13 +153,17 @@ class Pipeline:
             if summary.type is RecordType.ENGINE_STARTUP:
                 metrics.engine_started(host_metrics, received_at)
             if host.hostname_mismatch:
-                host_metrics.hostname_mismatches.inc()
+                mismatched[host_metrics] = mismatched.get(host_metrics, 0) + 1
             if received_at >= host_metrics.next_skew_check:
                 self._observe_skew(host_metrics, message, received_at, host.firewall)
         if header_errors:
             metrics.header_parse_errors.inc(header_errors)
         if overflowed:
             metrics.host_overflow.inc(overflowed)
+        for host_metrics, count in rate_limited.items():
+            host_metrics.rate_limited.inc(count)
+        for host_metrics, count in mismatched.items():
+            host_metrics.hostname_mismatches.inc(count)
         for name, (host_metrics, raws) in archived.items():
             if not raws:  # all rate limited
                 continue
