@@ -41,10 +41,11 @@ from collector.records import (
     RecordSummary,
     RecordType,
 )
-from collector.syslog import SyslogMessage
+from collector.syslog import Envelope, SyslogMessage
 
 # The first word of each record type.
 MARKER_TAGS = frozenset({"Anti-Spoofing", "Authentication", "Engine", "FTP", "IPS"})
+_MARKER_TAGS = frozenset(tag.encode() for tag in MARKER_TAGS)
 
 _LEADING_JUNK = (b"\xef\xbb\xbf", b"\xef\xbf\xbd")  # BOM, or U+FFFD from a relay
 _TRAILING_JUNK = b" \t\r\n"
@@ -138,9 +139,12 @@ def record_in(message: SyslogMessage) -> Record:
     return parse_record(_record_text(message))
 
 
-def summary_in(message: SyslogMessage) -> RecordSummary:
-    """What ``record_in`` would give, as the metrics count it (see ``summarize``)."""
-    return summarize(_record_text(message))
+def summary_in(envelope: Envelope) -> RecordSummary:
+    """What ``record_in`` would give the same message, as the metrics count
+    it (see ``summarize``)."""
+    if envelope.tag in _MARKER_TAGS and envelope.content is not None:
+        return summarize(envelope.content)
+    return summarize(envelope.msg)
 
 
 def _record_text(message: SyslogMessage) -> bytes:

@@ -126,7 +126,7 @@ class Pipeline:
         archived: dict[str, tuple[HostMetrics, list[bytes]]] = {}
         # Each HOSTNAME is resolved once a batch: the host, its metrics, its
         # messages, and whether it is counted under "other" (metrics.max_hosts).
-        hostnames: dict[str | None, tuple[SourceHost, HostMetrics, list[bytes], bool]] = {}
+        hostnames: dict[bytes | None, tuple[SourceHost, HostMetrics, list[bytes], bool]] = {}
         pending_records = metrics.pending_records
         header_errors = overflowed = 0
         # Counted per batch too: a flood over the rate limit, or a firewall
@@ -134,12 +134,12 @@ class Pipeline:
         rate_limited: dict[HostMetrics, int] = {}
         mismatched: dict[HostMetrics, int] = {}
         for index, raw in enumerate(messages):
-            message = syslog.parse(raw)
-            if message.header_error is not None:
+            envelope = syslog.envelope(raw)
+            if envelope.header_error is not None:
                 header_errors += 1
-            known = hostnames.get(message.hostname)
+            known = hostnames.get(envelope.hostname)
             if known is None:
-                known = hostnames[message.hostname] = self._resolve(message.hostname, sender, firewall, archived)
+                known = hostnames[envelope.hostname] = self._resolve(envelope.hostname, sender, firewall, archived)
             host, host_metrics, raws, overflow = known
             if overflow:
                 overflowed += 1
@@ -147,7 +147,7 @@ class Pipeline:
                 rate_limited[host_metrics] = rate_limited.get(host_metrics, 0) + 1
                 continue
             raws.append(raw)
-            summary = summary_in(message)
+            summary = summary_in(envelope)
             key = (host_metrics, summary)
             pending_records[key] = pending_records.get(key, 0) + 1
             if summary.type is RecordType.ENGINE_STARTUP:
@@ -155,7 +155,8 @@ class Pipeline:
             if host.hostname_mismatch:
                 mismatched[host_metrics] = mismatched.get(host_metrics, 0) + 1
             if received_at >= host_metrics.next_skew_check:
-                self._observe_skew(host_metrics, message, received_at, host.firewall)
+                # Once a second per host: only then is the whole header read.
+                self._observe_skew(host_metrics, syslog.parse(raw), received_at, host.firewall)
         if header_errors:
             metrics.header_parse_errors.inc(header_errors)
         if overflowed:
@@ -170,9 +171,10 @@ class Pipeline:
             self._archive.append(name, received_at, sender.text, raws)
             metrics.count_received(host_metrics, transport, len(raws), sum(map(len, raws)), received_at)
 
-    def _resolve(self, hostname: str | None, sender: Sender, firewall: Firewall | None,
+    def _resolve(self, hostname_field: bytes | None, sender: Sender, firewall: Firewall | None,
                  archived: dict[str, tuple[HostMetrics, list[bytes]]],
                  ) -> tuple[SourceHost, HostMetrics, list[bytes], bool]:
+        hostname = None if hostname_field is None else hostname_field.decode("utf-8", "replace")
         if firewall is None:
             host = self.hosts.resolve(sender.ip, hostname)
         else:

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from collector import kerio
-from collector.kerio import parse_endpoint, parse_record, summarize
+from collector import kerio, syslog
+from collector.kerio import parse_endpoint, parse_record, record_in, summarize, summary_in
 from collector.records import (
     AntiSpoofing,
     AuthFailure,
@@ -62,6 +62,25 @@ def assert_summary_agrees(line: bytes) -> None:
 def test_corpus_types(expected, line):
     assert parse_record(line).type is expected
     assert_summary_agrees(line)
+
+
+SYSLOG_ENVELOPES = [
+    b"<116>1 2026-11-25T10:00:00+01:00 fw-1 security - - - %s",
+    b"<116>1 2026-11-25T10:00:00+01:00 fw-1 security - - - \xef\xbb\xbf%s",
+    b"<116>Nov 25 10:00:00 fw-1 security: %s",
+    b"<116>Nov 25 10:00:00 fw-1 %s",  # no TAG: the marker looks like one
+    b"<116>Nov 25 10:00:00 %s",
+    b"%s",
+]
+
+
+@pytest.mark.parametrize("envelope", SYSLOG_ENVELOPES)
+@pytest.mark.parametrize("expected, line", corpus())
+def test_summary_in_a_message_agrees_with_its_record(envelope, expected, line):
+    # The collector reads a message through syslog.envelope, the archive
+    # reader through syslog.parse: both must count the same record.
+    data = envelope % line
+    assert summary_in(syslog.envelope(data)) == summary_of(record_in(syslog.parse(data))), data
 
 
 def test_manual_anti_spoofing_example():

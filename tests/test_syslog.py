@@ -6,7 +6,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.syslog import BsdTimestamp, Dialect, Facility, Severity, StructuredDataElement, parse, resolve_bsd
+from collector.syslog import (
+    BsdTimestamp,
+    Dialect,
+    Envelope,
+    Facility,
+    Severity,
+    StructuredDataElement,
+    envelope,
+    parse,
+    resolve_bsd,
+)
 
 UTC = UTC
 
@@ -213,3 +223,45 @@ def test_pri_is_read_as_the_grammar_says(data):
     else:
         value = int(grammar[1])
         assert (message.facility, message.severity) == (value >> 3, value & 7)
+
+
+def envelope_of(data: bytes) -> Envelope:
+    """The envelope ``parse`` implies: what ``envelope`` must give."""
+    message = parse(data)
+
+    def encoded(text: str | None) -> bytes | None:
+        return None if text is None else text.encode()
+
+    tag = encoded(message.app_name) if message.dialect is Dialect.RFC3164 else None
+    return Envelope(encoded(message.hostname), message.msg, tag, message.content, message.header_error)
+
+
+def readable(field: bytes | None) -> bytes | None:
+    # parse decodes with "replace": compare what survives decoding.
+    return None if field is None else field.decode("utf-8", "replace").encode()
+
+
+@settings(max_examples=1000)
+@given(st.binary(max_size=200)
+       | st.from_regex(rb"\A<\d{1,3}>(1 |[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d |2026-11-25T10:00:00Z )"
+                       rb"[ -~\xef\xbb\xbf\xff]{0,80}\Z"))
+def test_envelope_agrees_with_parse(data):
+    got = envelope(data)
+    want = envelope_of(data)
+    assert got._replace(hostname=readable(got.hostname), tag=readable(got.tag)) == want
+
+
+@pytest.mark.parametrize("data", [
+    b"<116>1 2026-11-25T10:00:00+01:00 fw-1 security - s1 - Engine: Startup.",
+    b"<116>1 2026-11-25T10:00:00+01:00 - security - - [a b=\"]\"] \xef\xbb\xbfx",
+    b"<116>1 2026-13-25T10:00:00+01:00 fw-1 security - - - x",
+    b"<116>1 - fw-1",
+    b"<116>Nov 25 10:00:00 fw-1 security[42]: IPS: Alert",
+    b"<134>Mar  5 10:15:22 gw [05/Mar/2024 10:15:22] Engine: Startup.",
+    b"<134>Mar  5 10:15:22 gw Engine: Startup.",
+    b"<134>Feb 30 10:15:22 gw x: y",
+    b"<192>Nov 25 10:00:00 gw x: y",
+    b"no header",
+])
+def test_envelope_agrees_with_parse_on_examples(data):
+    assert envelope(data) == envelope_of(data)

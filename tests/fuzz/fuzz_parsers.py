@@ -36,7 +36,11 @@ def framing(data: bytes) -> None:
 def header(data: bytes) -> None:
     message = syslog.parse(data)
     assert message.msg in data
-    assert kerio.summary_in(message).type is kerio.record_in(message).type
+    envelope = syslog.envelope(data)
+    # The collector reads the envelope: it must agree with the message.
+    assert (envelope.msg, envelope.content, envelope.header_error) == (
+        message.msg, message.content, message.header_error), data
+    assert kerio.summary_in(envelope).type is kerio.record_in(message).type
 
 
 def record(data: bytes) -> None:
