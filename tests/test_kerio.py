@@ -74,13 +74,13 @@ SYSLOG_ENVELOPES = [
 ]
 
 
-@pytest.mark.parametrize("envelope", SYSLOG_ENVELOPES)
 @pytest.mark.parametrize("expected, line", corpus())
-def test_summary_in_a_message_agrees_with_its_record(envelope, expected, line):
+def test_summary_in_a_message_agrees_with_its_record(expected, line):
     # The collector reads a message through syslog.envelope, the archive
     # reader through syslog.parse: both must count the same record.
-    data = envelope % line
-    assert summary_in(syslog.envelope(data)) == summary_of(record_in(syslog.parse(data))), data
+    for envelope in SYSLOG_ENVELOPES:
+        data = envelope % line
+        assert summary_in(syslog.envelope(data)) == summary_of(record_in(syslog.parse(data))), data
 
 
 def test_manual_anti_spoofing_example():
