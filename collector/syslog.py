@@ -159,7 +159,7 @@ def parse(data: bytes) -> SyslogMessage:
         fields, timestamp, structured_data, msg, error = _read_5424(data, pos + 2)
         if not fields:
             return SyslogMessage(Dialect.RFC5424, msg, facility, severity, header_error=error)
-        # Positional arguments: this is built for every message, and keywords cost.
+        # Positional arguments: the archive reader builds one per message, and keywords cost.
         return SyslogMessage(
             Dialect.RFC5424, msg, facility, severity, timestamp, None, _nil_or_text(fields[1]),
             _nil_or_text(fields[2]), _nil_or_text(fields[3]), _nil_or_text(fields[4]), structured_data,
@@ -185,7 +185,7 @@ def envelope(data: bytes) -> Envelope:
         return Envelope(None, data, None, None, error)
     if data.startswith(b"1 ", pos):
         fields, _, _, msg, error = _read_5424(data, pos + 2)
-        hostname = fields[1] if fields and fields[1] != _NIL and fields[1] else None
+        hostname = fields[1] if fields and fields[1] not in (_NIL, b"") else None
         return Envelope(hostname, msg, None, None, error)
     _, _, hostname, tag, msg, content, error = _read_3164(data, pos)
     return Envelope(hostname, msg, None if tag is None else tag.group(1), content, error)
