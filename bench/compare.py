@@ -94,12 +94,13 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
-def cpu_seconds(pid: int) -> float:
-    total = 0.0
+def cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds used so far by a process and by each of its descendants."""
+    used = {}
     for member in process_tree(pid):
         fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / TICKS
-    return total
+        used[member] = (int(fields[11]) + int(fields[12])) / TICKS
+    return used
 
 
 def peak_rss(pid: int) -> int:
@@ -129,6 +130,9 @@ class Result:
     duplicates: int
     cpu_per_million: float
     peak_rss: int
+    # Of the CPU the system used, the share of its busiest process: with
+    # workers, how evenly the kernel spread the connections.
+    busiest_share: float
 
 
 class System:
@@ -324,14 +328,16 @@ def run_once(system_class: type[System], messages: list[bytes], transport: str, 
                 last_size, last_growth = size, time.monotonic()
             time.sleep(0.02)
         elapsed = last_growth - start
-        cpu = cpu_seconds(pid) - cpu_before
+        used = {member: seconds - cpu_before.get(member, 0.0) for member, seconds in cpu_seconds(pid).items()}
+        cpu = sum(used.values())
         rss = peak_rss(pid)
         system.stop()
         seen = bytearray(len(messages))
         duplicates = loadgen.count_sequences(system.written(), seen)
         received = sum(seen)
         return Result(rate=received / elapsed, loss=100.0 * (len(messages) - received) / len(messages),
-                      duplicates=duplicates, cpu_per_million=cpu / max(received, 1) * 1e6, peak_rss=rss)
+                      duplicates=duplicates, cpu_per_million=cpu / max(received, 1) * 1e6, peak_rss=rss,
+                      busiest_share=max(used.values()) / cpu if cpu else 1.0)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -358,7 +364,8 @@ def main() -> None:
         for name in names:  # interleaved, so that drifts in machine load hit all alike
             results[name].append(run_once(SYSTEMS[name], messages, args.transport, args.connections, args.rate))
     medians = {name: Result(*(statistics.median(getattr(r, f) for r in runs)
-                              for f in ("rate", "loss", "duplicates", "cpu_per_million", "peak_rss")))
+                              for f in ("rate", "loss", "duplicates", "cpu_per_million", "peak_rss",
+                                        "busiest_share")))
                for name, runs in results.items()}
     print(f"{'system':15s} {'msgs/s':>10s} {'loss %':>8s} {'dups':>6s} {'CPU s/1M':>9s} {'peak RSS MB':>12s}")
     for name, m in medians.items():
@@ -366,6 +373,9 @@ def main() -> None:
               f"{m.peak_rss / 1e6:12.1f}")
     for name, runs in results.items():
         print(f"{name} runs, msgs/s: " + ", ".join(f"{r.rate:,.0f}" for r in runs))
+        if getattr(SYSTEMS[name], "workers", 1) > 1:
+            print(f"{name} runs, busiest process's share of the CPU: "
+                  + ", ".join(f"{r.busiest_share:.0%}" for r in runs))
     if "collector" in medians:
         for name, m in medians.items():
             if name != "collector" and m.rate > 0:
