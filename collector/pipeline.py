@@ -199,7 +199,11 @@ class Pipeline:
 
     def _observe_skew(self, host_metrics: HostMetrics, message: syslog.SyslogMessage,
                       received_at: float, firewall: Firewall | None) -> None:
-        """Receive time minus the sender's own timestamp, sampled once a second per host."""
+        """Receive time minus the sender's own timestamp, sampled from one
+        message a second per host. A message without a zoned timestamp gives
+        no sample, and the host waits for the next second all the same: the
+        whole header is read once a second per host, never for every message."""
+        host_metrics.next_skew_check = received_at + SKEW_SAMPLE_INTERVAL
         stamp = message.timestamp
         if stamp is None and message.bsd_timestamp is not None:
             zone = (firewall.timezone if firewall is not None and firewall.timezone is not None
@@ -208,5 +212,4 @@ class Pipeline:
                 message.bsd_timestamp, datetime.fromtimestamp(received_at, UTC), zone)
         if stamp is None or stamp.tzinfo is None:
             return
-        host_metrics.next_skew_check = received_at + SKEW_SAMPLE_INTERVAL
         host_metrics.clock_skew.set(received_at - stamp.timestamp())

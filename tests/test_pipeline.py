@@ -93,6 +93,18 @@ def test_clock_skew_and_last_message_time():
     assert bench.value("syslog_collector_clock_skew_seconds", host="gw") == -5.0
 
 
+def test_clock_skew_is_sampled_once_a_second_even_without_timestamps():
+    # A host is looked at once a second, whatever its messages carry: one
+    # whose messages have no timestamp must not cost a header read each.
+    bench = Bench()
+    bench.pipeline.receive([b"<13>1 - gw app - - - no timestamp",
+                            b"<13>1 2025-11-25T11:59:58Z gw app - - - x"], SENDER, Transport.UDP)
+    assert bench.value("syslog_collector_clock_skew_seconds", host="gw") == 0.0
+    bench.clock.advance(1)
+    bench.pipeline.receive([b"<13>1 2025-11-25T11:59:58Z gw app - - - x"], SENDER, Transport.UDP)
+    assert bench.value("syslog_collector_clock_skew_seconds", host="gw") == 3.0
+
+
 def receive(bench, *bodies, host=b"gw"):
     bench.pipeline.receive([b"<13>1 - %s app - - - %s" % (host, body) for body in bodies],
                            SENDER, Transport.UDP)
