@@ -339,10 +339,7 @@ class UdpSocketCollector(Collector):
             PREFIX + "udp_receive_buffer_bytes",
             "SO_RCVBUF the kernel granted the UDP socket (Linux reports twice the usable size)",
             labels=["address"])
-        drops = CounterMetricFamily(
-            PREFIX + "udp_receive_drops",
-            "Datagrams the kernel dropped for the UDP socket (from /proc/net/udp and udp6)",
-            labels=["address"])
+        drops = _udp_drops_family()
         by_inode = kernel_udp_drops()
         for sock, size in self._sockets:
             try:
@@ -401,6 +398,14 @@ def parse_proc_net_udp(text: str) -> list[UdpSocketRow]:
     return rows
 
 
+def _udp_drops_family() -> CounterMetricFamily:
+    # One metric, whether a worker or the supervisor of workers reports it.
+    return CounterMetricFamily(
+        PREFIX + "udp_receive_drops",
+        "Datagrams the kernel dropped for the UDP socket on an address (from /proc/net/udp and udp6)",
+        labels=["address"])
+
+
 class UdpPortDropsCollector(Collector):
     """Kernel drops of all the UDP sockets on a port: the workers' shared sockets."""
 
@@ -415,10 +420,7 @@ class UdpPortDropsCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Any]:
-        drops = CounterMetricFamily(
-            PREFIX + "udp_receive_drops",
-            "Datagrams the kernel dropped for the UDP sockets (from /proc/net/udp and udp6)",
-            labels=["address"])
+        drops = _udp_drops_family()
         rows = kernel_udp_sockets()
         for address, port in self._addresses:
             drops.add_metric([address], sum(row.drops for row in rows if row.local_port == port))
