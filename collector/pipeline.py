@@ -4,7 +4,9 @@
 
 Protocols hand it whole messages (already framed) with the sender they came
 from. Nothing here raises on bad input: an unreadable header or an unknown
-record is counted and archived like anything else.
+record is counted and archived like anything else. A message of a common
+shape (collector/shapes.py) is counted with the summary of the first
+message of its shape, read in full; any other message is read in full.
 """
 
 from __future__ import annotations
@@ -22,12 +24,16 @@ from collector.hosts import HostRegistry, SourceHost, normalize_ip
 from collector.kerio import summary_in
 from collector.metrics import CollectorMetrics, HostMetrics
 from collector.ratelimit import TokenBucket
-from collector.records import RecordType, Transport
+from collector.records import RecordSummary, RecordType, Transport
+from collector.shapes import COMMON_SHAPE, key_of
 
 # Refusals and rate limiting are logged at most this often.
 LOG_INTERVAL = 10.0
 SKEW_SAMPLE_INTERVAL = 1.0
 _BUCKET_LIMIT = 65536
+# Shapes are few (see collector.shapes) unless authentication reasons name
+# many users; beyond this many the summaries are forgotten and read again.
+_SHAPE_LIMIT = 16384
 
 
 class RateLimitedLog:
@@ -84,6 +90,7 @@ class Pipeline:
         self._syslog_timezone = syslog_timezone
         self._rate = max_messages_per_second_per_sender
         self._buckets: dict[str, TokenBucket] = {}
+        self._summaries: dict[tuple[bytes | None, ...], RecordSummary] = {}
         self._refusals = RateLimitedLog(self.log, clock)
         self._rate_limits = RateLimitedLog(self.log, clock)
 
@@ -133,13 +140,20 @@ class Pipeline:
         # whose every message names another host, must not cost an increment each.
         rate_limited: dict[HostMetrics, int] = {}
         mismatched: dict[HostMetrics, int] = {}
+        summaries = self._summaries
         for index, raw in enumerate(messages):
-            envelope = syslog.envelope(raw)
-            if envelope.header_error is not None:
-                header_errors += 1
-            known = hostnames.get(envelope.hostname)
+            # Most messages take a common shape, whose summary is read once.
+            shape = COMMON_SHAPE.match(raw)
+            if shape is not None:
+                hostname = shape["host"]
+            else:
+                envelope = syslog.envelope(raw)
+                if envelope.header_error is not None:
+                    header_errors += 1
+                hostname = envelope.hostname
+            known = hostnames.get(hostname)
             if known is None:
-                known = hostnames[envelope.hostname] = self._resolve(envelope.hostname, sender, firewall, archived)
+                known = hostnames[hostname] = self._resolve(hostname, sender, firewall, archived)
             host, host_metrics, raws, overflow = known
             if overflow:
                 overflowed += 1
@@ -147,7 +161,13 @@ class Pipeline:
                 rate_limited[host_metrics] = rate_limited.get(host_metrics, 0) + 1
                 continue
             raws.append(raw)
-            summary = summary_in(envelope)
+            if shape is None:
+                summary = summary_in(envelope)
+            else:
+                shape_key = key_of(shape)
+                summary = summaries.get(shape_key)
+                if summary is None:
+                    summary = self._summary_of_shape(shape_key, raw)
             key = (host_metrics, summary)
             pending_records[key] = pending_records.get(key, 0) + 1
             if summary.type is RecordType.ENGINE_STARTUP:
@@ -170,6 +190,13 @@ class Pipeline:
                 continue
             self._archive.append(name, received_at, sender.text, raws)
             metrics.count_received(host_metrics, transport, len(raws), sum(map(len, raws)), received_at)
+
+    def _summary_of_shape(self, key: tuple[bytes | None, ...], raw: bytes) -> RecordSummary:
+        """The summary of every message of a shape, read in full from one of them."""
+        if len(self._summaries) >= _SHAPE_LIMIT:
+            self._summaries.clear()
+        summary = self._summaries[key] = summary_in(syslog.envelope(raw))
+        return summary
 
     def _resolve(self, hostname_field: bytes | None, sender: Sender, firewall: Firewall | None,
                  archived: dict[str, tuple[HostMetrics, list[bytes]]],

@@ -6,6 +6,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from collector import pipeline as pipeline_module
 from collector.archive import FileArchive
 from collector.archive_line import parse_line
 from collector.config import Firewall, UnregisteredPolicy
@@ -119,6 +120,25 @@ def test_auth_failures_by_service_and_reason_class():
                        reason_class="wrong_password") == 1.0
     assert bench.value("syslog_collector_auth_failures_total", host="gw", service="http_proxy",
                        reason_class="unknown_user") == 2.0
+
+
+def test_messages_of_a_common_shape_are_each_counted(monkeypatch):
+    # The summary of a shape is read once and reused (collector/shapes.py);
+    # a message of the same shape with a defect is another shape.
+    monkeypatch.setattr(pipeline_module, "_SHAPE_LIMIT", 2)
+    bench = Bench()
+    packet = b"Anti-Spoofing: Packet from LAN, proto:UDP, len:%s, ip/port:1.2.3.4:%d -> 5.6.7.8:53"
+    receive(bench, *(packet % (b"48", port) for port in range(1, 5)), packet % (b"x", 5))
+    for user in range(5):  # more shapes than the limit: summaries are read again
+        receive(bench, b"Authentication: Admin: Client: 192.0.2.9: User u%d doesn't exist" % user,
+                b"Authentication: Admin: Client: 192.0.2.9: Invalid password for user u%d" % user)
+    assert len(bench.pipeline._summaries) <= 2
+    assert bench.value("syslog_collector_anti_spoofing_packets_total", host="gw", interface="LAN", direction="from",
+                       protocol="udp") == 5.0
+    assert bench.value("syslog_collector_record_parse_errors_total", type="anti_spoofing") == 1.0
+    for reason_class in ("unknown_user", "wrong_password"):
+        assert bench.value("syslog_collector_auth_failures_total", host="gw", service="admin",
+                           reason_class=reason_class) == 5.0
 
 
 def test_anti_spoofing_by_interface_direction_protocol_with_interface_cap():

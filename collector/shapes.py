@@ -1,0 +1,99 @@
+"""The shapes most messages take, recognized in one match.
+
+Reading a message in full costs a few regex matches and some dozens of
+bytecodes (``syslog.envelope``, then ``kerio.summary_in``). Most messages of
+a stream differ only in fields that no metric label is read from:
+addresses, ports, sequence numbers, timestamps, rule names.
+``COMMON_SHAPE`` matches the shapes that Kerio and the common relays write.
+It checks those fields without capturing them, and captures what the
+summary is read from.
+
+The contract, held by tests against the full reading:
+
+- a message that matches has no header error, and its HOSTNAME is the
+  ``host`` group;
+- two messages that match with equal ``key_of`` have the same summary.
+
+So the pipeline reads one message of each key in full and reuses its
+summary for the others: a shape decides nothing by itself. A message of any
+other shape is read in full. Every pattern below accepts only a part of
+what the full reading accepts, in printable ASCII wherever the full reading
+would treat a character as a blank or not depending on its encoding.
+"""
+
+from __future__ import annotations
+
+import re
+
+_MONTH = rb"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+# Days a month of any year has, so that a date that matches is a date.
+_DAY = rb"(?:0[1-9]|1[0-9]|2[0-8])"
+_TIME = rb"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+
+# <PRI> without leading zeros, 0 to 191.
+_PRI = rb"<(?:1[0-8][0-9]|19[01]|[1-9]?[0-9])>"
+# RFC 5424: "1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - ", with no
+# structured data; the TIMESTAMP is "-" or a valid date and time.
+_RFC5424_TIMESTAMP = (
+    rb"(?:-|[1-9][0-9]{3}-(?:0[1-9]|1[0-2])-" + _DAY + rb"T" + _TIME
+    + rb"(?:\.[0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]))")
+# RFC 3164: "Mmm dd hh:mm:ss HOSTNAME TAG: " with a TAG that is not a
+# record's marker (a marker there starts the record).
+_BSD_TIMESTAMP = _MONTH + rb" (?: [1-9]|0[1-9]|[12][0-9]|3[01]) " + _TIME
+_TAG = (rb"(?!(?:Anti-Spoofing|Authentication|Engine|FTP|IPS)[:\[])"
+        rb"[^\s:\[\]]{1,48}(?:\[[^\]\s]{0,128}\])?: ?")
+_HEADER = (
+    _PRI + rb"(?:(1) " + _RFC5424_TIMESTAMP + rb"|" + _BSD_TIMESTAMP + rb") "
+    + rb"(?P<host>(?!- )[!-9;-Z\\^-~]+) "  # printable, no ':' '[' ']'
+    + rb"(?(1)[!-~]+ [!-~]+ [!-~]+ - |" + _TAG + rb")"
+    + rb"(?:\xef\xbb\xbf)?"
+)
+
+# [17/Jul/2008 11:46:38], a valid date.
+_EVENT_TIME = rb"(?:\[" + _DAY + rb"/" + _MONTH + rb"/[1-9][0-9]{3} " + _TIME + rb"\] ?)?"
+
+_OCTET = rb"(?:[01]?[0-9]?[0-9]|2[0-4][0-9]|25[0-5])"  # 0 to 255, zero-padded or not
+_PORT = rb"(?::(?:[0-5]?[0-9]{1,4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))"
+_ADDRESS = rb"(?:" + _OCTET + rb"\.){3}" + _OCTET
+_ENDPOINT = _ADDRESS + _PORT + rb"?"
+_END = rb"(?=[ \t\r\n]|\Z)"
+
+# Anti-spoofing, both wordings. A TCP packet has every TCP field, as Kerio
+# writes them; an interface holds no comma. The empty group after the
+# packet marks whether the line ends with the closing parenthesis.
+_PACKET = (
+    rb"(from|to) ([^,\n]+), proto:(?:(TCP), len:[0-9]+, {ip}" + _ENDPOINT + rb" -> " + _ENDPOINT
+    + rb", flags: ?[A-Z]+(?: [A-Z]+)* ?, seq:[0-9]+ ack:[0-9]+, win:[0-9]+, tcplen:[0-9]+"
+    + rb"|(UDP|ICMP), len:[0-9]+, {ip}" + _ENDPOINT + rb" (?:->|>) " + _ENDPOINT + rb"(?=[,) \t\r\n]|\Z))"
+)
+_ANTI_SPOOFING = (
+    rb"Anti-Spoofing: Packet " + _PACKET.replace(b"{ip}", b"ip/port:")
+    + rb"|\{pktdrop\} packet dropped: Anti-spoofing \(" + _PACKET.replace(b"{ip}", b"")
+    + rb"(?:[^\n]*[^\n \t\r])?(?:(?<=(\)))|)[ \t\r]*\Z"
+)
+# IPS: the rule name holds no comma and no "proto:"; endpoints may carry
+# "(hostname,user:name)".
+_IPS_ENDPOINT = _ENDPOINT + rb"(?:\([!-~]*\))?"
+_IPS = (
+    rb"IPS: (Packet drop|Alert), severity: ([^,]*), Rule ID: [!-+\--~]+ [^,p\n]*+(?:p(?!roto:)[^,p\n]*+)*+"
+    rb", proto:[!-+\--~]*, ip/port:" + _IPS_ENDPOINT + rb" (?:->|>) " + _IPS_ENDPOINT + _END
+)
+# The whole reason is captured: its class is read from its words.
+_AUTHENTICATION = rb"Authentication: ([^:\n]+): Client: " + _ADDRESS + rb": ([^\n]*)\Z"
+_FTP = (rb"FTP: (Bounce attack attempt|Malicious server reply): client: " + _ADDRESS
+        + rb", server: " + _ADDRESS + rb", (?:command|response): [!-~]")
+_ENGINE = rb"Engine: (Startup|Shutdown)\.?[ \t\r\n]*\Z"
+# A line that no record's marker starts is of no record type.
+_NO_MARKER = rb"(?=[^AFEI{\[ \t\xef]|\{(?!pktdrop\} packet dropped: Anti-spoofing \())"
+
+COMMON_SHAPE = re.compile(
+    _HEADER + _EVENT_TIME
+    + rb"(?:" + rb"|".join((_ANTI_SPOOFING, _IPS, _AUTHENTICATION, _FTP, _ENGINE, _NO_MARKER)) + rb")"
+)
+_HOST = COMMON_SHAPE.groupindex["host"]
+_KEY_GROUPS = tuple(range(_HOST + 1, COMMON_SHAPE.groups + 1))
+
+
+def key_of(shape: re.Match[bytes]) -> tuple[bytes | None, ...]:
+    """What a matching message's summary is read from."""
+    return shape.group(*_KEY_GROUPS)
