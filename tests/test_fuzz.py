@@ -14,7 +14,7 @@ TARGET = REPO / "tests" / "fuzz" / "fuzz_parsers.py"
 SECONDS = int(os.environ.get("COLLECTOR_FUZZ_SECONDS", "15"))
 
 
-@pytest.mark.parametrize("target", ["framing", "syslog", "kerio", "archive"])
+@pytest.mark.parametrize("target", ["framing", "syslog", "kerio", "shapes", "archive"])
 def test_fuzz(target, tmp_path):
     try:
         import atheris  # noqa: F401

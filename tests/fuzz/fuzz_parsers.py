@@ -1,12 +1,13 @@
 """An atheris fuzz target for the pure parsers: TCP framing, syslog headers,
-Kerio records and the archive line format.
+Kerio records, the common shapes and the archive line format.
 
-    python tests/fuzz/fuzz_parsers.py {framing|syslog|kerio|archive} -max_total_time=60
+    python tests/fuzz/fuzz_parsers.py {framing|syslog|kerio|shapes|archive} -max_total_time=60
 
 Any exception, or a broken invariant (an assertion), is a crash.
 """
 
 import sys
+from pathlib import Path
 
 import atheris
 
@@ -14,6 +15,7 @@ with atheris.instrument_imports():
     from collector import kerio, syslog
     from collector.archive_line import format_lines, parse_line
     from collector.framing import StreamDecoder
+    from collector.shapes import COMMON_SHAPE, key_of
 
 
 def framing(data: bytes) -> None:
@@ -50,13 +52,45 @@ def record(data: bytes) -> None:
     assert (summary.type, summary.defective) == (record.type, bool(record.defects)), data
 
 
+# Messages to change: the test corpus in both syslog dialects.
+_CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "kerio-security.txt"
+_LINES = [line.partition(" | ")[2].encode() for line in _CORPUS.read_text(encoding="utf-8").splitlines()
+          if not line.startswith("#")]
+_SEEDS = [envelope % line for line in _LINES for envelope in (
+    b"<116>1 2026-11-25T10:00:00+01:00 fw-1 security - - - %s", b"<116>Nov 25 10:00:00 fw-1 security: %s")]
+# What the shapes tell apart, or must not.
+_TOKENS = [b"", b" ", b"  ", b",", b", ", b":", b"-", b"- ", b"(", b")", b"[", b"]", b"\n", b"\r", b"\t", b"\x0b",
+           b"0", b"9", b"256", b"65536", b".", b">", b"->", b"p", b"proto:", b"proto:TCP", b"TCP", b"tcp", b"x",
+           b"\xef\xbb\xbf", b"\xc2\xa0", b"\xc2\x85", b"\xe2\x80\xa8", b"\xff", b"Engine: ", b"IPS: "]
+# The summary first read for each key, across all inputs of the run.
+_SUMMARIES: dict[tuple[bytes | None, ...], tuple[kerio.RecordSummary, bytes]] = {}
+
+
+def shapes(data: bytes) -> None:
+    fdp = atheris.FuzzedDataProvider(data)
+    message = _SEEDS[fdp.ConsumeIntInRange(0, len(_SEEDS) - 1)]
+    for _ in range(fdp.ConsumeIntInRange(1, 4)):
+        at = fdp.ConsumeIntInRange(0, len(message))
+        removed = fdp.ConsumeIntInRange(0, 4)
+        message = message[:at] + fdp.PickValueInList(_TOKENS) + message[at + removed:]
+    shape = COMMON_SHAPE.match(message)
+    if shape is None:
+        return
+    # The contract of collector/shapes.py.
+    envelope = syslog.envelope(message)
+    assert envelope.header_error is None and envelope.hostname == shape["host"], message
+    summary = kerio.summary_in(envelope)
+    first, example = _SUMMARIES.setdefault(key_of(shape), (summary, message))
+    assert summary == first, (message, example)
+
+
 def archive(data: bytes) -> None:
     line = format_lines(b"2026-11-25T10:00:00.000000Z", b"192.0.2.1:514", [data])
     assert line.count(b"\n") == 1
     assert parse_line(line).message == data
 
 
-TARGETS = {"framing": framing, "syslog": header, "kerio": record, "archive": archive}
+TARGETS = {"framing": framing, "syslog": header, "kerio": record, "shapes": shapes, "archive": archive}
 
 if __name__ == "__main__":
     target = TARGETS[sys.argv.pop(1)]
