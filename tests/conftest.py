@@ -1,10 +1,16 @@
 import os
 import shutil
+import signal
 
 import pytest
 
 # .ci/run sets this: there, a test must fail rather than skip for want of a program.
 REQUIRE_ALL = os.environ.get("COLLECTOR_TESTS_REQUIRE_ALL") == "1"
+
+# A shell starts a background job with SIGINT ignored, and child processes
+# inherit that: twistd would then never see the SIGINT a test sends it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def require_binary(name: str) -> str:
