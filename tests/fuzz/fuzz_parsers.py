@@ -15,6 +15,7 @@ with atheris.instrument_imports():
     from collector import kerio, syslog
     from collector.archive_line import format_lines, parse_line
     from collector.framing import StreamDecoder
+    from collector.records import RecordSummary
     from collector.shapes import COMMON_SHAPE, key_of
 
 
@@ -63,7 +64,7 @@ _TOKENS = [b"", b" ", b"  ", b",", b", ", b":", b"-", b"- ", b"(", b")", b"[", b
            b"0", b"9", b"256", b"65536", b".", b">", b"->", b"p", b"proto:", b"proto:TCP", b"TCP", b"tcp", b"x",
            b"\xef\xbb\xbf", b"\xc2\xa0", b"\xc2\x85", b"\xe2\x80\xa8", b"\xff", b"Engine: ", b"IPS: "]
 # The summary first read for each key, across all inputs of the run.
-_SUMMARIES: dict[tuple[bytes | None, ...], tuple[kerio.RecordSummary, bytes]] = {}
+_SUMMARIES: dict[tuple[bytes | None, ...], tuple[RecordSummary, bytes]] = {}
 
 
 def shapes(data: bytes) -> None:
