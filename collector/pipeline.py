@@ -11,6 +11,7 @@ message of its shape, read in full; any other message is read in full.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 
@@ -21,11 +22,11 @@ from collector import syslog
 from collector.archive import Archive
 from collector.config import Firewall
 from collector.hosts import HostRegistry, SourceHost, normalize_ip
-from collector.kerio import summary_in
+from collector.kerio import summarize, summary_in
 from collector.metrics import CollectorMetrics, HostMetrics
 from collector.ratelimit import TokenBucket
 from collector.records import RecordSummary, RecordType, Transport
-from collector.shapes import COMMON_SHAPE, key_of
+from collector.shapes import COMMON_SHAPE, key_of, msg_of
 
 # Refusals and rate limiting are logged at most this often.
 LOG_INTERVAL = 10.0
@@ -167,7 +168,7 @@ class Pipeline:
                 shape_key = key_of(shape)
                 summary = summaries.get(shape_key)
                 if summary is None:
-                    summary = self._summary_of_shape(shape_key, raw)
+                    summary = self._summary_of_shape(shape_key, shape)
             key = (host_metrics, summary)
             pending_records[key] = pending_records.get(key, 0) + 1
             if summary.type is RecordType.ENGINE_STARTUP:
@@ -191,11 +192,11 @@ class Pipeline:
             self._archive.append(name, received_at, sender.text, raws)
             metrics.count_received(host_metrics, transport, len(raws), sum(map(len, raws)), received_at)
 
-    def _summary_of_shape(self, key: tuple[bytes | None, ...], raw: bytes) -> RecordSummary:
+    def _summary_of_shape(self, key: tuple[bytes | None, ...], shape: re.Match[bytes]) -> RecordSummary:
         """The summary of every message of a shape, read in full from one of them."""
         if len(self._summaries) >= _SHAPE_LIMIT:
             self._summaries.clear()
-        summary = self._summaries[key] = summary_in(syslog.envelope(raw))
+        summary = self._summaries[key] = summarize(msg_of(shape))
         return summary
 
     def _resolve(self, hostname_field: bytes | None, sender: Sender, firewall: Firewall | None,

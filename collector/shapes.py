@@ -10,8 +10,8 @@ summary is read from.
 
 The contract, held by tests against the full reading:
 
-- a message that matches has no header error, and its HOSTNAME is the
-  ``host`` group;
+- a message that matches has no header error, its HOSTNAME is the ``host``
+  group, and its summary is ``kerio.summarize(msg_of(shape))``;
 - two messages that match with equal ``key_of`` have the same summary.
 
 So the pipeline reads one message of each key in full and reuses its
@@ -46,7 +46,7 @@ _HEADER = (
     _PRI + rb"(?:(1) " + _RFC5424_TIMESTAMP + rb"|" + _BSD_TIMESTAMP + rb") "
     + rb"(?P<host>(?!- )[!-9;-Z\\^-~]+) "  # printable, no ':' '[' ']'
     + rb"(?(1)[!-~]+ [!-~]+ [!-~]+ - |" + _TAG + rb")"
-    + rb"(?:\xef\xbb\xbf)?"
+    + rb"(?:\xef\xbb\xbf)?(?P<msg>)"
 )
 
 # [17/Jul/2008 11:46:38], a valid date.
@@ -90,10 +90,15 @@ COMMON_SHAPE = re.compile(
     _HEADER + _EVENT_TIME
     + rb"(?:" + rb"|".join((_ANTI_SPOOFING, _IPS, _AUTHENTICATION, _FTP, _ENGINE, _NO_MARKER)) + rb")"
 )
-_HOST = COMMON_SHAPE.groupindex["host"]
-_KEY_GROUPS = tuple(range(_HOST + 1, COMMON_SHAPE.groups + 1))
+_MSG = COMMON_SHAPE.groupindex["msg"]
+_KEY_GROUPS = tuple(range(_MSG + 1, COMMON_SHAPE.groups + 1))
 
 
 def key_of(shape: re.Match[bytes]) -> tuple[bytes | None, ...]:
     """What a matching message's summary is read from."""
     return shape.group(*_KEY_GROUPS)
+
+
+def msg_of(shape: re.Match[bytes]) -> bytes:
+    """A matching message's MSG, as ``syslog.envelope`` gives it."""
+    return shape.string[shape.end(_MSG):]

@@ -1,7 +1,7 @@
 """The common shapes keep their contract with the full reading
 (collector/shapes.py): a message that matches has no header error, its
-HOSTNAME is the ``host`` group, and messages with equal keys have equal
-summaries."""
+HOSTNAME is the ``host`` group, its summary is that of ``msg_of``, and
+messages with equal keys have equal summaries."""
 
 import itertools
 import sys
@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from test_kerio import SYSLOG_ENVELOPES, corpus
 
 from collector import syslog
-from collector.kerio import summary_in
-from collector.shapes import COMMON_SHAPE, key_of
+from collector.kerio import summarize, summary_in
+from collector.shapes import COMMON_SHAPE, key_of, msg_of
 from collector_process import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -31,7 +31,9 @@ def assert_contract(messages):
         envelope = syslog.envelope(raw)
         assert envelope.header_error is None, raw
         assert envelope.hostname == shape["host"], raw
-        summaries[key_of(shape)][summary_in(envelope)] = raw
+        summary = summary_in(envelope)
+        assert summarize(msg_of(shape)) == summary, raw
+        summaries[key_of(shape)][summary] = raw
     for key, seen in summaries.items():
         assert len(seen) == 1, (key, seen)
     return sum(1 for raw in messages if COMMON_SHAPE.match(raw))

@@ -16,7 +16,7 @@ with atheris.instrument_imports():
     from collector.archive_line import format_lines, parse_line
     from collector.framing import StreamDecoder
     from collector.records import RecordSummary
-    from collector.shapes import COMMON_SHAPE, key_of
+    from collector.shapes import COMMON_SHAPE, key_of, msg_of
 
 
 def framing(data: bytes) -> None:
@@ -81,6 +81,7 @@ def shapes(data: bytes) -> None:
     envelope = syslog.envelope(message)
     assert envelope.header_error is None and envelope.hostname == shape["host"], message
     summary = kerio.summary_in(envelope)
+    assert kerio.summarize(msg_of(shape)) == summary, message
     first, example = _SUMMARIES.setdefault(key_of(shape), (summary, message))
     assert summary == first, (message, example)
 
