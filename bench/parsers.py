@@ -115,9 +115,17 @@ def main() -> None:
         ("Kerio record parse", measure(kerio, bodies, repeat=args.repeat)),
         ("Kerio summary (what the pipeline runs)", measure(kerio_summary, bodies, repeat=args.repeat)),
     ]
+    # A dictionary attack: every line names a new user, so no line's shape
+    # (collector/shapes.py) has been seen before.
+    flood = chunks(b"".join(
+        b"<116>1 2026-11-25T10:00:00+01:00 fw-%04d security - - - Authentication: WebAdmin: "
+        b"Client: 10.1.%d.%d: User u%07d doesn't exist\n" % (i % 50, i % 256, i % 200, i)
+        for i in range(args.messages)))
     with tempfile.TemporaryDirectory() as root:
         rows.append(("whole pipeline in-process, LF, to disk",
                      measure(pipeline, lf, Path(root), repeat=args.repeat)))
+        rows.append(("pipeline, a new user in every login failure",
+                     measure(pipeline, flood, Path(root), repeat=args.repeat)))
     for name, rate in rows:
         print(f"{name:45s} {rate:12,.0f}")
 
