@@ -31,6 +31,7 @@ def assert_contract(messages):
         envelope = syslog.envelope(raw)
         assert envelope.header_error is None, raw
         assert envelope.hostname == shape["host"], raw
+        assert msg_of(shape) == envelope.msg, raw
         summary = summary_in(envelope)
         assert summarize(msg_of(shape)) == summary, raw
         summaries[key_of(shape)][summary] = raw
