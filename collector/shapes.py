@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import re
 
+from collector.kerio import OCTET_PATTERN, PORT_PATTERN
+
 _MONTH = rb"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
 # Days a month of any year has, so that a date that matches is a date.
 _DAY = rb"(?:0[1-9]|1[0-9]|2[0-8])"
@@ -52,8 +54,8 @@ _HEADER = (
 # [17/Jul/2008 11:46:38], a valid date.
 _EVENT_TIME = rb"(?:\[" + _DAY + rb"/" + _MONTH + rb"/[1-9][0-9]{3} " + _TIME + rb"\] ?)?"
 
-_OCTET = rb"(?:[01]?[0-9]?[0-9]|2[0-4][0-9]|25[0-5])"  # 0 to 255, zero-padded or not
-_PORT = rb"(?::(?:[0-5]?[0-9]{1,4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))"
+_OCTET = OCTET_PATTERN.encode()
+_PORT = rb"(?::" + PORT_PATTERN.encode() + rb")"
 _ADDRESS = rb"(?:" + _OCTET + rb"\.){3}" + _OCTET
 _ENDPOINT = _ADDRESS + _PORT + rb"?"
 _END = rb"(?=[ \t\r\n]|\Z)"
