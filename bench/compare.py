@@ -209,9 +209,11 @@ class CollectorTwoWorkers(Collector):
 
     def start(self) -> None:
         super().start()
-        # The port is bound by the first worker; wait for the second as well.
+        # Wait until both workers take their share: over UDP each binds the
+        # port, over TCP the supervisor hands each one connections.
+        ready = r"listening udp on" if self.transport == "udp" else r"taking tcp connections"
         deadline = time.monotonic() + 30
-        while len(re.findall(r"listening (?:tcp|udp) on", (self.workdir / "collector.log").read_text())) < 2:
+        while len(re.findall(ready, (self.workdir / "collector.log").read_text())) < 2:
             if time.monotonic() > deadline:
                 raise RuntimeError("the second worker did not start")
             time.sleep(0.05)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -425,3 +425,18 @@ class UdpPortDropsCollector(Collector):
         for address, port in self._addresses:
             drops.add_metric([address], sum(row.drops for row in rows if row.local_port == port))
         yield drops
+
+
+class WorkerConnections:
+    """The supervisor's count of the TCP and TLS connections each worker holds."""
+
+    def __init__(self, registry: CollectorRegistry, workers: int) -> None:
+        self._workers = workers
+        self._gauge = Gauge(
+            PREFIX + "worker_connections",
+            "Open TCP and TLS connections the supervisor handed to a worker", ("worker",), registry=registry)
+
+    def update(self, open_connections: Mapping[int, int]) -> None:
+        """Set each worker's count; a worker not in ``open_connections`` holds none."""
+        for index in range(self._workers):
+            self._gauge.labels(worker=str(index)).set(open_connections.get(index, 0))

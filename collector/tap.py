@@ -11,7 +11,6 @@ from __future__ import annotations
 import pwd
 import signal
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -20,27 +19,24 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 from twisted.web.server import Site
 
 from collector import config as configuration
 from collector.archive import FileArchive
-from collector.config import Config, ConfigError
+from collector.balancing import KIND_TCP, KIND_TLS, BalancedPort, Balancer, HandedOverConnections
+from collector.config import Config, ConfigError, ListenAddress
 from collector.hosts import HostRegistry
-from collector.metrics import CollectorMetrics, MetricsPublisher, UdpPortDropsCollector
+from collector.metrics import CollectorMetrics, MetricsPublisher, UdpPortDropsCollector, WorkerConnections
 from collector.pipeline import Pipeline
 from collector.protocols import ConnectionLimits, SyslogDatagramProtocol, SyslogStreamFactory
 from collector.tls import server_options
 from collector.web import root_resource
-from collector.workers import (
-    WorkerSupervisor,
-    listen_shared_tcp,
-    listen_shared_udp,
-    new_metrics_dir,
-    worker_role,
-)
+from collector.workers import WorkerRole, WorkerSupervisor, listen_shared_udp, new_metrics_dir, worker_role
 
 # With several workers, a past day's file is compressed once nobody wrote to it for this long.
 SHARED_FILE_QUIET_SECONDS = 120.0
@@ -235,10 +231,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:  # noqa:
     role = worker_role()
     if config.workers.count > 1 and role is None:
         return supervise(config, options.plugin_args(), reactor)
-    if role is not None and (tls_address := role.tls) is not None:
-        # The port that worker 0 bound, when tls.listen asked for port 0.
-        config = replace(config, tls=replace(config.tls, listen=configuration.parse_listen_address(tls_address)))
-    service = build(config, reactor, None if role is None else role.index)
+    service = build(config, reactor, role)
     ReloadOnHangup(service, options["config"], reactor).setServiceParent(service)
     return service
 
@@ -254,15 +247,28 @@ def supervise(config: Config, plugin_args: list[str], reactor: Any) -> MultiServ
         site.noisy = False
         Listener("metrics", "listen.metrics", lambda: reactor.listenTCP(
             metrics_at.port, site, interface=metrics_at.host)).setServiceParent(service)
-    supervisor = WorkerSupervisor(config, plugin_args, reactor, metrics_dir, UdpPortDropsCollector(registry))
+    balancer = Balancer(reactor, WorkerConnections(registry, config.workers.count).update)
+
+    def balanced(address: ListenAddress, kind: bytes) -> BalancedPort:
+        port = BalancedPort(reactor, address, kind, balancer)
+        port.startListening()
+        return port
+
+    if (tcp_at := config.listen.tcp) is not None:
+        Listener("tcp", "listen.tcp", lambda: balanced(tcp_at, KIND_TCP)).setServiceParent(service)
+    if config.tls.enabled and (tls_at := config.tls.listen) is not None:
+        # The workers hold the certificates and do the handshakes.
+        Listener("tls", "tls.listen", lambda: balanced(tls_at, KIND_TLS)).setServiceParent(service)
+    supervisor = WorkerSupervisor(config, plugin_args, reactor, metrics_dir, UdpPortDropsCollector(registry),
+                                  balancer)
     supervisor.setServiceParent(service)
     reactor.addSystemEventTrigger("after", "shutdown", supervisor.exit_if_failed)
     return service
 
 
-def build(config: Config, reactor: Any, worker: int | None = None) -> CollectorService:
-    """The collector; ``worker`` is its number when it is one of several."""
-    shared = worker is not None
+def build(config: Config, reactor: Any, role: WorkerRole | None = None) -> CollectorService:
+    """The collector; ``role`` says which worker it is when it is one of several."""
+    shared = role is not None
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     metrics = CollectorMetrics(registry, config.metrics.max_hosts,
@@ -274,7 +280,7 @@ def build(config: Config, reactor: Any, worker: int | None = None) -> CollectorS
         compress=config.archive.compress, retention_days=config.archive.retention_days,
         max_host_bytes=config.archive.max_host_bytes,
         run_in_thread=lambda f, *a, **k: deferToThreadPool(reactor, reactor.getThreadPool(), f, *a, **k),
-        maintains_files=worker in (None, 0),
+        maintains_files=role is None or role.index == 0,
         quiet_seconds=SHARED_FILE_QUIET_SECONDS if shared else 0.0,
     )
     pipeline = Pipeline(
@@ -307,17 +313,26 @@ def build(config: Config, reactor: Any, worker: int | None = None) -> CollectorS
             pipeline, archive, metrics, reactor, listen.max_frame_bytes, connection_limits, tls=tls,
             idle_timeout=limits.idle_timeout_seconds, frame_timeout=limits.frame_timeout_seconds)
 
+    factories: dict[bytes, Factory] = {}
+    drains: list[Callable[[], Deferred[None]]] = []
     if (tcp_at := listen.tcp) is not None:
         streams = stream_factory(tls=False)
-        Listener("tcp", "listen.tcp", lambda: listen_shared_tcp(reactor, tcp_at, streams) if shared
-                 else reactor.listenTCP(tcp_at.port, streams, interface=tcp_at.host),
-                 after_stop=lambda: streams.drain(listen.drain_seconds)).setServiceParent(service)
+        factories[KIND_TCP] = streams
+        drains.append(lambda: streams.drain(listen.drain_seconds))
+        if not shared:
+            Listener("tcp", "listen.tcp", lambda: reactor.listenTCP(tcp_at.port, streams, interface=tcp_at.host),
+                     after_stop=drains[-1]).setServiceParent(service)
     if config.tls.enabled and (tls_at := config.tls.listen) is not None:
         tls_streams = stream_factory(tls=True)
         context = server_options(config.tls)
-        Listener("tls", "tls.listen",
-                 lambda: listen_shared_tcp(reactor, tls_at, tls_streams, context) if shared
-                 else reactor.listenSSL(tls_at.port, tls_streams, context, interface=tls_at.host),
-                 after_stop=lambda: tls_streams.drain(listen.drain_seconds)).setServiceParent(service)
+        factories[KIND_TLS] = TLSMemoryBIOFactory(context, False, tls_streams)
+        drains.append(lambda: tls_streams.drain(listen.drain_seconds))
+        if not shared:
+            Listener("tls", "tls.listen",
+                     lambda: reactor.listenSSL(tls_at.port, tls_streams, context, interface=tls_at.host),
+                     after_stop=drains[-1]).setServiceParent(service)
+    if role is not None and factories:
+        # The supervisor listens, and hands this worker its share of the connections.
+        HandedOverConnections(reactor, role.channel, factories, drains).setServiceParent(service)
     return service
 

@@ -1,11 +1,13 @@
-"""Several worker processes sharing the listening ports (``workers.count`` > 1).
+"""Several worker processes (``workers.count`` > 1).
 
 The twistd process becomes a supervisor: it serves ``/metrics`` (aggregated
 from the workers by ``prometheus_client``'s multiprocess mode) and runs one
-``twistd -n syslog-collector`` per worker. Each worker binds the syslog ports
-with ``SO_REUSEPORT``, so the kernel spreads connections and datagrams over
-them. Worker 0 starts first; the others get the ports it actually bound (port
-0 picks one). Only worker 0 compresses and prunes the archives.
+``twistd -n syslog-collector`` per worker. It listens on the TCP and TLS
+ports itself and hands each connection to the worker with the fewest open
+(collector/balancing.py). The workers bind the UDP port with
+``SO_REUSEPORT``, so the kernel spreads datagrams over them by sender: worker
+0 binds first, and the others get the port it actually bound (port 0 picks
+one). Only worker 0 compresses and prunes the archives.
 
 Two workers may write the same host's file: each flush is one ``write`` of
 whole lines to a file opened with ``O_APPEND``, which Linux appends
@@ -30,17 +32,17 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.error import CannotListenError
-from twisted.internet.protocol import DatagramProtocol, Factory, ProcessProtocol
+from twisted.internet.protocol import DatagramProtocol, ProcessProtocol
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
+from collector.balancing import CHANNEL_FD, Balancer
 from collector.config import Config, ListenAddress
 from collector.metrics import UdpPortDropsCollector
 
 WORKER_ENV = "SYSLOG_COLLECTOR_WORKER"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-_LISTENING = re.compile(r"listening (udp|tcp|tls) on (\S+) port (\d+)")
+_LISTENING = re.compile(r"listening (udp) on (\S+) port (\d+)")
 # A worker that does not stop within this time after SIGTERM is killed.
 STOP_TIMEOUT = 120.0
 # A worker that dies is started again after this long.
@@ -50,8 +52,8 @@ RESTART_DELAY = 1.0
 @dataclass(frozen=True, slots=True)
 class WorkerRole:
     index: int
-    # The TLS address worker 0 bound, for workers started after it.
-    tls: str | None
+    # The descriptor of its channel to the supervisor (collector.balancing).
+    channel: int
 
 
 def worker_role() -> WorkerRole | None:
@@ -60,40 +62,20 @@ def worker_role() -> WorkerRole | None:
     if text is None:
         return None
     settings = json.loads(text)
-    return WorkerRole(int(settings["index"]), settings.get("tls"))
-
-
-def shared_socket(kind: int, address: ListenAddress) -> socket.socket:
-    """A socket bound with SO_REUSEPORT, for the workers to share."""
-    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-    sock = socket.socket(family, kind)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if kind == socket.SOCK_STREAM:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((address.host or "0.0.0.0", address.port))
-        if kind == socket.SOCK_STREAM:
-            sock.listen(128)
-    except OSError as e:
-        sock.close()
-        raise CannotListenError(address.host, address.port, e) from None
-    sock.setblocking(False)
-    return sock
-
-
-def listen_shared_tcp(reactor: Any, address: ListenAddress, factory: Factory,
-                      tls_options: Any = None) -> Any:
-    sock = shared_socket(socket.SOCK_STREAM, address)
-    if tls_options is not None:
-        factory = TLSMemoryBIOFactory(tls_options, False, factory)
-    try:
-        return reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
-    finally:
-        sock.close()  # the port holds its own duplicate
+    return WorkerRole(int(settings["index"]), int(settings["channel"]))
 
 
 def listen_shared_udp(reactor: Any, address: ListenAddress, protocol: DatagramProtocol) -> Any:
-    sock = shared_socket(socket.SOCK_DGRAM, address)
+    """A UDP port bound with SO_REUSEPORT, for the workers to share."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((address.host or "0.0.0.0", address.port))
+    except OSError as e:
+        sock.close()
+        raise CannotListenError(address.host, address.port, e) from None
+    sock.setblocking(False)  # the port's duplicate shares this flag
     try:
         return reactor.adoptDatagramPort(sock.fileno(), sock.family, protocol, maxPacketSize=65536)
     finally:
@@ -132,7 +114,7 @@ class WorkerProcess(ProcessProtocol):
 class WorkerSupervisor(MultiService):
     """Runs ``count`` workers; restarts one that dies; forwards SIGHUP; stops them on stop.
 
-    If worker 0 dies before it has bound its ports (a port in use, say), the
+    If worker 0 dies before it has bound the UDP port (in use, say), the
     collector cannot run: the supervisor stops, and the process exits with
     status 1 (see ``exit_if_failed``).
     """
@@ -140,15 +122,17 @@ class WorkerSupervisor(MultiService):
     log = Logger()
 
     def __init__(self, config: Config, plugin_args: list[str], reactor: Any, metrics_dir: str,
-                 udp_drops: UdpPortDropsCollector) -> None:
+                 udp_drops: UdpPortDropsCollector, balancer: Balancer) -> None:
         super().__init__()
         self._config = config
         self._udp_drops = udp_drops
         self._plugin_args = plugin_args
         self._reactor = reactor
         self.metrics_dir = metrics_dir
+        self._balancer = balancer
         self._workers: dict[int, tuple[WorkerProcess, Any]] = {}
-        self._ports: dict[str, str] = {}
+        # The UDP address worker 0 bound, once it has.
+        self._udp: str | None = None
         self._restarts: dict[int, Any] = {}
         self._previous_hangup: Any = None
         self._stopping = False
@@ -159,38 +143,38 @@ class WorkerSupervisor(MultiService):
         self.log.info("{count} workers; their metrics meet in {path}",
                       count=self._config.workers.count, path=self.metrics_dir)
         self._spawn(0)
+        if self._config.listen.udp is None:
+            self._spawn_others()
         self._previous_hangup = signal.signal(signal.SIGHUP, self._hangup)
 
-    def _wanted_ports(self) -> set[str]:
-        listen, tls = self._config.listen, self._config.tls
-        return {kind for kind, on in (("udp", listen.udp), ("tcp", listen.tcp),
-                                      ("tls", tls.enabled and tls.listen)) if on}
+    def _spawn_others(self) -> None:
+        for index in range(1, self._config.workers.count):
+            self._spawn(index)
 
     def _listening(self, kind: str, address: str) -> None:
-        """Worker 0 bound a port; once it has bound all, start the others on them."""
-        if kind == "udp" and kind not in self._ports:
+        """Worker 0 bound the UDP port: start the others on the same port."""
+        if self._udp is None:
+            self._udp = address
             self._udp_drops.watch(address, int(address.rpartition(":")[2]))
-        first_time = not self._wanted_ports() <= self._ports.keys()
-        self._ports[kind] = address
-        if first_time and self._wanted_ports() <= self._ports.keys():
-            for index in range(1, self._config.workers.count):
-                self._spawn(index)
+            self._spawn_others()
 
     def _args(self) -> list[str]:
-        """Worker arguments: the ports worker 0 bound, once it has."""
-        if not self._ports:
+        """Worker arguments: the UDP port worker 0 bound, once it has."""
+        if self._udp is None:
             return self._plugin_args
-        return _without_options(self._plugin_args, ("--udp", "--tcp")) + [
-            "--udp", self._ports.get("udp", ""), "--tcp", self._ports.get("tcp", "")]
+        return _without_options(self._plugin_args, ("--udp",)) + ["--udp", self._udp]
 
     def _spawn(self, index: int) -> None:
         self._restarts.pop(index, None)
         protocol = WorkerProcess(index, self._listening if index == 0 else lambda kind, address: None)
         env = dict(os.environ, **{MULTIPROC_ENV: self.metrics_dir,
-                                  WORKER_ENV: json.dumps({"index": index, "tls": self._ports.get("tls")})})
+                                  WORKER_ENV: json.dumps({"index": index, "channel": CHANNEL_FD})})
         argv = [sys.executable, sys.argv[0], "--nodaemon", "--pidfile=", "--logfile=-", "syslog-collector",
                 *_without_options(self._args(), ("--metrics",)), "--metrics", ""]
-        process = self._reactor.spawnProcess(protocol, sys.executable, argv, env=env)
+        with self._balancer.open_channel(index) as channel:
+            process = self._reactor.spawnProcess(
+                protocol, sys.executable, argv, env=env,
+                childFDs={0: "w", 1: "r", 2: "r", CHANNEL_FD: channel.fileno()})
         protocol.ended.addCallback(self._ended, index, process.pid)
         self._workers[index] = (protocol, process)
         self.log.info("started worker {index} (pid {pid})", index=index, pid=process.pid)
@@ -199,7 +183,7 @@ class WorkerSupervisor(MultiService):
         _mark_dead(pid, self.metrics_dir)
         if self._stopping:
             return
-        if not self._wanted_ports() <= self._ports.keys():
+        if self._config.listen.udp is not None and self._udp is None:
             self.log.critical("worker {index} could not start (its log lines are above): stopping",
                               index=index)
             self.failed = True

@@ -37,11 +37,15 @@ def pki(tmp_path_factory):
     return d
 
 
-@pytest.fixture(scope="module")
-def collector(pki, tmp_path_factory):
+@pytest.fixture(scope="module", params=[1, 2], ids=["one-process", "two-workers"])
+def collector(pki, tmp_path_factory, request):
+    """A collector taking TLS, in one process or in two workers (the supervisor hands them the connections)."""
     workdir = tmp_path_factory.mktemp("tls-collector")
     config = workdir / "collector.toml"
     config.write_text(f"""
+[workers]
+count = {request.param}
+
 [tls]
 enabled = true
 listen = "127.0.0.1:0"

@@ -4,8 +4,9 @@ import os
 import re
 import signal
 import socket
+import subprocess
 
-from collector_process import CollectorProcess, wait_until
+from collector_process import REPO, TWISTD, CollectorProcess, wait_until
 
 
 def children(pid):
@@ -19,17 +20,19 @@ def test_two_workers_share_the_ports_and_the_metrics(tmp_path):
     config.write_text("[workers]\ncount = 2\n[archive]\nflush_interval_seconds = 0.2\n")
     process = CollectorProcess(tmp_path, config=str(config))
     try:
-        assert wait_until(lambda: len(re.findall(r"worker \d: .*listening tcp on", process.log())) == 2,
-                          timeout=30), \
-            process.log()
+        assert wait_until(lambda: len(re.findall(r"worker \d: .*taking tcp connections from the supervisor",
+                                                 process.log())) == 2, timeout=30), process.log()
+        assert len(re.findall(r"worker \d: .*listening udp on", process.log())) == 2
         workers = children(process.process.pid)
         assert len(workers) == 2
 
         connections = [process.connect_tcp() for _ in range(16)]
         assert wait_until(lambda: process.sample("syslog_collector_tcp_connections", transport="tcp") == 16, timeout=30)
-        per_worker = [sum(1 for fd in os.listdir(f"/proc/{pid}/fd")
-                          if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")) for pid in workers]
-        assert min(per_worker) >= 4, per_worker  # the kernel spread the connections over both
+        # The supervisor split them exactly, and each worker holds its half.
+        assert [process.sample("syslog_collector_worker_connections", worker=str(i)) for i in (0, 1)] == [8, 8]
+        tcp_sockets = [sum(1 for fd in os.listdir(f"/proc/{pid}/fd")
+                           if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")) for pid in workers]
+        assert min(tcp_sockets) >= 8, tcp_sockets
         for index, sock in enumerate(connections):
             sock.sendall(b"".join(b"<13>1 - shared app - n%d - Engine: Startup.\n" % (index * 1000 + i)
                                   for i in range(1000)))
@@ -41,6 +44,9 @@ def test_two_workers_share_the_ports_and_the_metrics(tmp_path):
         process.wait_for("syslog_collector_received_messages_total", 16000, host="shared", transport="tcp")
         process.wait_for("syslog_collector_received_messages_total", 500, host="shared", transport="udp")
         assert process.sample("syslog_collector_records_total", host="shared", type="engine_startup") == 16500
+        # The workers told the supervisor as each connection closed.
+        assert wait_until(lambda: [process.sample("syslog_collector_worker_connections", worker=str(i))
+                                   for i in (0, 1)] == [0, 0], timeout=10)
         udp_address = f"127.0.0.1:{process.ports['udp']}"
         assert process.sample("syslog_collector_udp_receive_drops_total", address=udp_address) == 0
 
@@ -77,21 +83,32 @@ def test_a_dead_worker_is_started_again(tmp_path):
         process.kill()
 
 
-def test_workers_that_cannot_bind_stop_the_collector_with_status_1(tmp_path):
+def run_two_workers(tmp_path, *options):
     config = tmp_path / "collector.toml"
     config.write_text("[workers]\ncount = 2\n")
+    result = subprocess.run(
+        [TWISTD, "-n", "--pidfile=", "syslog-collector", "--config", str(config), *options,
+         "--metrics", "127.0.0.1:0", "--archive-dir", str(tmp_path / "a")],
+        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_a_tcp_port_in_use_stops_the_supervisor_with_status_1(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        import subprocess
-
-        from collector_process import REPO, TWISTD
-        result = subprocess.run(
-            [TWISTD, "-n", "--pidfile=", "syslog-collector", "--config", str(config), "--udp", "",
-             "--tcp", f"127.0.0.1:{port}", "--metrics", "127.0.0.1:0", "--archive-dir", str(tmp_path / "a")],
-            cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60)
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, output
+        status, output = run_two_workers(tmp_path, "--udp", "", "--tcp", f"127.0.0.1:{port}")
+    assert status == 1, output
     assert f"cannot listen for tcp on 127.0.0.1:{port} (listen.tcp)" in output
+    assert "started worker" not in output
+
+
+def test_a_udp_port_in_use_stops_the_collector_with_status_1(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        status, output = run_two_workers(tmp_path, "--udp", f"127.0.0.1:{port}", "--tcp", "127.0.0.1:0")
+    assert status == 1, output
+    assert f"cannot listen for udp on 127.0.0.1:{port} (listen.udp)" in output
     assert "worker 0 could not start" in output

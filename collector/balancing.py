@@ -1,0 +1,292 @@
+"""TCP and TLS connections spread evenly over the worker processes.
+
+With several workers, the supervisor listens on the TCP and TLS ports
+itself and hands each connection it accepts to the worker with the fewest
+open, as a file descriptor over a UNIX socket pair, the worker's *channel*
+(``SCM_RIGHTS``). With each descriptor goes one byte, ``KIND_TCP`` or
+``KIND_TLS``, saying which listener took it. The worker adopts the
+connection (``adoptStreamConnection``) and, when it closes, writes
+``CLOSED`` back, so the supervisor knows how many each one holds.
+
+A hash of the senders' addresses and ports (``SO_REUSEPORT``) would leave a
+few busy senders, or one relay's few connections, on one worker about half
+of the time; this split is exact.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IFileDescriptorReceiver, IListeningPort, IReadDescriptor
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from collector.config import ListenAddress
+
+KIND_TCP = b"t"
+KIND_TLS = b"s"
+CLOSED = b"-"
+_KIND_NAMES = {KIND_TCP: "tcp", KIND_TLS: "tls"}
+# A worker finds its end of the channel at this descriptor.
+CHANNEL_FD = 3
+# Connections accepted in one go before the reactor serves others again.
+_ACCEPTS_PER_READ = 64
+_BACKLOG = 1024
+_ACCEPT_RETRY_SECONDS = 1.0
+
+
+class WorkerChannel(Protocol):
+    """The supervisor's end of one worker's channel."""
+
+    def __init__(self, index: int, on_change: Callable[[], None], on_lost: Callable[[WorkerChannel], None]) -> None:
+        self.index = index
+        # Connections handed to the worker and not yet reported closed.
+        self.open = 0
+        self.handed = 0
+        self._on_change = on_change
+        self._on_lost = on_lost
+
+    def hand_over(self, connection: socket.socket, kind: bytes) -> bool:
+        """Send a connection to the worker; False if its channel is full or gone."""
+        try:
+            # Sent at once, not queued: the connection is closed here right after.
+            socket.send_fds(self.transport.getHandle(), [kind], [connection.fileno()])
+        except OSError:
+            return False
+        self.open += 1
+        self.handed += 1
+        self._on_change()
+        return True
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        self.open -= data.count(CLOSED)
+        self._on_change()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+        self._on_lost(self)
+
+
+class Balancer:
+    """The workers' channels; each connection goes to the one with the fewest open.
+
+    ``on_change`` is given each worker's open connections whenever they change.
+    """
+
+    def __init__(self, reactor: Any, on_change: Callable[[dict[int, int]], None]) -> None:
+        self._reactor = reactor
+        self.channels: dict[int, WorkerChannel] = {}
+        self._on_change = on_change
+
+    def open_channel(self, index: int) -> socket.socket:
+        """A new channel for worker ``index``; returns the end the worker gets."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        channel = WorkerChannel(index, self._changed, self._lost)
+        with ours:
+            self._reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, OneProtocolFactory(channel))
+        self.channels[index] = channel
+        self._changed()
+        return theirs
+
+    def hand_over(self, connection: socket.socket, kind: bytes) -> bool:
+        """Give a connection to the worker with the fewest open; False if none took it."""
+        # Ties go to the worker handed fewer so far: short connections alternate too.
+        for channel in sorted(self.channels.values(), key=lambda c: (c.open, c.handed)):
+            if channel.hand_over(connection, kind):
+                return True
+        return False
+
+    def _lost(self, channel: WorkerChannel) -> None:
+        if self.channels.get(channel.index) is channel:
+            del self.channels[channel.index]
+            self._changed()
+
+    def _changed(self) -> None:
+        self._on_change({index: channel.open for index, channel in self.channels.items()})
+
+
+class OneProtocolFactory(Factory):
+    """Builds the one protocol given, for ``adoptStreamConnection``."""
+
+    noisy = False
+
+    def __init__(self, protocol: Protocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: Any) -> Protocol:  # noqa: N802
+        return self._protocol
+
+
+@implementer(IReadDescriptor, IListeningPort)
+class BalancedPort:
+    """A TCP listening socket in the supervisor whose connections go to the workers."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, address: ListenAddress, kind: bytes, balancer: Balancer) -> None:
+        self._reactor = reactor
+        self._address = address
+        self._kind = kind
+        self._balancer = balancer
+        self._socket: socket.socket | None = None
+        self._resume: Any = None
+
+    def startListening(self) -> None:  # noqa: N802
+        address = self._address
+        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((address.host or "0.0.0.0", address.port))
+            sock.listen(_BACKLOG)
+        except OSError as e:
+            sock.close()
+            raise CannotListenError(address.host, address.port, e) from None
+        sock.setblocking(False)
+        self._socket = sock
+        self._reactor.addReader(self)
+
+    def stopListening(self) -> None:  # noqa: N802
+        if self._resume is not None and self._resume.active():
+            self._resume.cancel()
+        if self._socket is not None:
+            self._reactor.removeReader(self)
+            self._socket.close()
+            self._socket = None
+
+    def getHost(self) -> IPv4Address | IPv6Address:  # noqa: N802
+        assert self._socket is not None
+        host, port = self._socket.getsockname()[:2]
+        if self._socket.family == socket.AF_INET6:
+            return IPv6Address("TCP", host, port)
+        return IPv4Address("TCP", host, port)
+
+    def fileno(self) -> int:
+        return -1 if self._socket is None else self._socket.fileno()
+
+    def doRead(self) -> None:  # noqa: N802
+        for _ in range(_ACCEPTS_PER_READ):
+            if self._socket is None:
+                return
+            try:
+                connection, peer = self._socket.accept()
+            except BlockingIOError:
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as e:
+                # Out of descriptors or memory: the connections wait in the
+                # backlog, and accepting waits a second rather than spin.
+                self.log.error("cannot accept connections for a second: {error}", error=e)
+                self._reactor.removeReader(self)
+                self._resume = self._reactor.callLater(_ACCEPT_RETRY_SECONDS, self._reactor.addReader, self)
+                return
+            with connection:
+                if not self._balancer.hand_over(connection, self._kind):
+                    self.log.error("no worker could take the connection from {peer}: closed it",
+                                   peer=peer[0])
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+        self.stopListening()
+
+    def logPrefix(self) -> str:  # noqa: N802
+        return "BalancedPort"
+
+
+@implementer(IFileDescriptorReceiver)
+class ConnectionReceiver(Protocol):
+    """A worker's end of its channel: adopts each connection handed over.
+
+    ``factories`` maps a kind byte to the factory its connections go to.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, factories: dict[bytes, Factory]) -> None:
+        self._reactor = reactor
+        self._factories = {kind: _ReportClosed(factory, self) for kind, factory in factories.items()}
+        self._descriptors: deque[int] = deque()
+
+    def fileDescriptorReceived(self, descriptor: int) -> None:  # noqa: N802
+        self._descriptors.append(descriptor)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        # One kind byte came with each descriptor, in order.
+        for kind in data:
+            with socket.socket(fileno=self._descriptors.popleft()) as connection:
+                factory = self._factories.get(bytes((kind,)))
+                if factory is None:
+                    self.log.error("the supervisor sent a connection of unknown kind {kind!r}",
+                                   kind=bytes((kind,)))
+                    continue
+                # Adopting duplicates the descriptor; this one is closed on leaving.
+                self._reactor.adoptStreamConnection(connection.fileno(), connection.family, factory)
+
+    def closed(self) -> None:
+        if self.transport is not None and self.connected:
+            self.transport.write(CLOSED)
+
+    def start(self) -> None:
+        for factory in self._factories.values():
+            factory.doStart()
+
+    def stop(self) -> None:
+        for factory in self._factories.values():
+            factory.doStop()
+
+
+class _ReportClosed(WrappingFactory):
+    """Tells the supervisor, through the channel, when a connection ends."""
+
+    noisy = False
+
+    def __init__(self, factory: Factory, receiver: ConnectionReceiver) -> None:
+        super().__init__(factory)
+        self._receiver = receiver
+
+    def unregisterProtocol(self, p: ProtocolWrapper) -> None:  # noqa: N802
+        super().unregisterProtocol(p)
+        self._receiver.closed()
+
+
+class HandedOverConnections(Service):
+    """A worker's TCP and TLS connections, handed over by the supervisor.
+
+    At stop the channel closes first, so no new connection comes, then the
+    open ones drain (``drains``) as they would from a listener of its own.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, channel: int, factories: dict[bytes, Factory],
+                 drains: list[Callable[[], Deferred[None]]]) -> None:
+        self._reactor = reactor
+        self._channel = channel
+        self._receiver = ConnectionReceiver(reactor, factories)
+        self._kinds = ", ".join(_KIND_NAMES[kind] for kind in factories)
+        self._drains = drains
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        self._receiver.start()
+        self._reactor.adoptStreamConnection(self._channel, socket.AF_UNIX, OneProtocolFactory(self._receiver))
+        os.close(self._channel)
+        self.log.info("taking {kinds} connections from the supervisor", kinds=self._kinds)
+
+    def stopService(self) -> Deferred[None]:  # noqa: N802
+        super().stopService()
+        if self._receiver.transport is not None:
+            self._receiver.transport.loseConnection()
+        drained: Deferred[None] = gatherResults([drain() for drain in self._drains]).addCallback(
+            lambda _: self._receiver.stop())
+        return drained
