@@ -302,7 +302,8 @@ def build(config: Config, reactor: Any, role: WorkerRole | None = None) -> Colle
     if (udp_at := listen.udp) is not None:
         datagrams = SyslogDatagramProtocol(pipeline, metrics, listen.udp_receive_buffer_bytes,
                                            listen.max_frame_bytes, reactor)
-        Listener("udp", "listen.udp", lambda: listen_shared_udp(reactor, udp_at, datagrams) if shared
+        Listener("udp", "listen.udp",
+                 lambda: listen_shared_udp(reactor, udp_at, datagrams, config.workers.count) if shared
                  else reactor.listenUDP(udp_at.port, datagrams, interface=udp_at.host, maxPacketSize=65536),
                  ).setServiceParent(service)
     limits = config.limits

@@ -5,9 +5,9 @@ from the workers by ``prometheus_client``'s multiprocess mode) and runs one
 ``twistd -n syslog-collector`` per worker. It listens on the TCP and TLS
 ports itself and hands each connection to the worker with the fewest open
 (collector/balancing.py). The workers bind the UDP port with
-``SO_REUSEPORT``, so the kernel spreads datagrams over them by sender: worker
-0 binds first, and the others get the port it actually bound (port 0 picks
-one). Only worker 0 compresses and prunes the archives.
+``SO_REUSEPORT``, and the kernel gives each datagram to one of them at random
+(``spread_at_random``): worker 0 binds first, and the others get the port it
+actually bound (port 0 picks one). Only worker 0 compresses and prunes the archives.
 
 Two workers may write the same host's file: each flush is one ``write`` of
 whole lines to a file opened with ``O_APPEND``, which Linux appends
@@ -17,12 +17,14 @@ flushes, not the receive times.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import struct
 import sys
 import tempfile
 from collections.abc import Callable
@@ -65,13 +67,15 @@ def worker_role() -> WorkerRole | None:
     return WorkerRole(int(settings["index"]), int(settings["channel"]))
 
 
-def listen_shared_udp(reactor: Any, address: ListenAddress, protocol: DatagramProtocol) -> Any:
-    """A UDP port bound with SO_REUSEPORT, for the workers to share."""
+def listen_shared_udp(reactor: Any, address: ListenAddress, protocol: DatagramProtocol, workers: int) -> Any:
+    """A UDP port bound with SO_REUSEPORT, for the workers to share, each
+    datagram going to one of them at random."""
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((address.host or "0.0.0.0", address.port))
+        spread_at_random(sock, workers)
     except OSError as e:
         sock.close()
         raise CannotListenError(address.host, address.port, e) from None
@@ -80,6 +84,28 @@ def listen_shared_udp(reactor: Any, address: ListenAddress, protocol: DatagramPr
         return reactor.adoptDatagramPort(sock.fileno(), sock.family, protocol, maxPacketSize=65536)
     finally:
         sock.close()
+
+
+# Linux's SO_ATTACH_REUSEPORT_CBPF, and the classic BPF words of a program
+# "A = random(); A %= workers; return A", which picks the socket of the group.
+SO_ATTACH_REUSEPORT_CBPF = 51
+_BPF_LD_W_ABS, _BPF_ALU_MOD_K, _BPF_RET_A = 0x20, 0x94, 0x16
+_SKF_AD_RANDOM = 0xFFFFF000 + 56  # SKF_AD_OFF + SKF_AD_RANDOM
+
+
+def spread_at_random(sock: socket.socket, workers: int) -> None:
+    """Send each datagram to a random socket of the port's SO_REUSEPORT group.
+
+    The kernel's default, a hash of the sender's address and port, puts all
+    of one sender's datagrams on one worker: a relay's flood would load one
+    worker only. The program applies to the whole group.
+    """
+    program = struct.pack("=" + "HBBI" * 3, _BPF_LD_W_ABS, 0, 0, _SKF_AD_RANDOM,
+                          _BPF_ALU_MOD_K, 0, 0, workers, _BPF_RET_A, 0, 0, 0)
+    instructions = ctypes.create_string_buffer(program)
+    # struct sock_fprog { unsigned short len; struct sock_filter *filter; }
+    fprog = struct.pack("@HP", len(program) // 8, ctypes.addressof(instructions))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
 
 
 class WorkerProcess(ProcessProtocol):

@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 
+from collector.workers import spread_at_random
 from collector_process import REPO, TWISTD, CollectorProcess, wait_until
 
 
@@ -112,3 +113,41 @@ def test_a_udp_port_in_use_stops_the_collector_with_status_1(tmp_path):
     assert status == 1, output
     assert f"cannot listen for udp on 127.0.0.1:{port} (listen.udp)" in output
     assert "worker 0 could not start" in output
+
+
+def received_per_socket(spread):
+    """200 datagrams from one sender to a port that two sockets share."""
+    group = []
+    try:
+        for _ in range(2):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            group.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(("127.0.0.1", group[0].getsockname()[1] if len(group) > 1 else 0))
+            sock.setblocking(False)
+        if spread:
+            spread_at_random(group[0], 2)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for _ in range(200):
+                sender.sendto(b"x", group[0].getsockname())
+        counts = []
+        for sock in group:
+            count = 0
+            while True:
+                try:
+                    sock.recv(16)
+                except BlockingIOError:
+                    break
+                count += 1
+            counts.append(count)
+        return counts
+    finally:
+        for sock in group:
+            sock.close()
+
+
+def test_one_senders_datagrams_go_to_the_workers_at_random():
+    # The kernel's hash alone puts them all on one socket.
+    assert sorted(received_per_socket(spread=False)) == [0, 200]
+    spread = received_per_socket(spread=True)
+    assert sum(spread) == 200 and min(spread) >= 50, spread
