@@ -33,6 +33,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from collector.config import ListenAddress
+from collector.pipeline import RateLimitedLog
 
 KIND_TCP = b"t"
 KIND_TLS = b"s"
@@ -140,6 +141,7 @@ class BalancedPort:
         self._balancer = balancer
         self._socket: socket.socket | None = None
         self._resume: Any = None
+        self._refusals = RateLimitedLog(self.log, reactor)
 
     def startListening(self) -> None:  # noqa: N802
         address = self._address
@@ -193,8 +195,8 @@ class BalancedPort:
                 return
             with connection:
                 if not self._balancer.hand_over(connection, self._kind):
-                    self.log.error("no worker could take the connection from {peer}: closed it",
-                                   peer=peer[0])
+                    self._refusals.warn("no worker could take the connection from {peer}: closed it",
+                                        peer=peer[0])
 
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802
         self.stopListening()

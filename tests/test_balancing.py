@@ -28,6 +28,13 @@ class EchoFactory(Factory):
 
     def __init__(self, name):
         self.name = name
+        self.running = False
+
+    def startFactory(self):
+        self.running = True
+
+    def stopFactory(self):
+        self.running = False
 
 
 class Worker:
@@ -114,6 +121,16 @@ def test_connections_alternate_and_go_where_fewest_are_open():
         port.stopListening()
         for worker in workers:
             worker.stop()
+
+
+def test_the_receiver_starts_and_stops_its_factories():
+    # As a listening port would: their timers (idle connections) run meanwhile.
+    factories = {KIND_TCP: EchoFactory(b"t"), KIND_TLS: EchoFactory(b"s")}
+    receiver = ConnectionReceiver(reactor, factories)
+    receiver.start()
+    assert all(f.running for f in factories.values())
+    receiver.stop()
+    assert not any(f.running for f in factories.values())
 
 
 @pytest_twisted.inlineCallbacks
