@@ -1,6 +1,6 @@
 """Soak test: a real collector under steady load with faults, for a long time.
 
-    python bench/soak.py [--minutes 10] [--rate 2000] [--connections 4]
+    python bench/soak.py [--minutes 10] [--rate 2000] [--connections 4] [--workers 1]
 
 Sends sequence-numbered messages over TCP (and UDP) at a fixed rate while
 injecting faults: SIGHUP reloads, archive files moved away by an "external
@@ -31,9 +31,17 @@ from collector_process import CollectorProcess  # noqa: E402
 
 
 def rss_and_fds(pid: int) -> tuple[int, int]:
-    status = Path(f"/proc/{pid}/status").read_text()
-    rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-    return rss * 1024, len(os.listdir(f"/proc/{pid}/fd"))
+    """Of a process and its children (the workers): RSS in bytes, open descriptors."""
+    rss = fds = 0
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for process in [pid, *map(int, children)]:
+        try:
+            status = Path(f"/proc/{process}/status").read_text()
+            fds += len(os.listdir(f"/proc/{process}/fd"))
+        except FileNotFoundError:  # a worker that just ended
+            continue
+        rss += next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")) * 1024
+    return rss, fds
 
 
 class TcpSender(threading.Thread):
@@ -70,11 +78,13 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=2000.0, help="TCP messages/s in all")
     parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=1, help="workers.count")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="collector-soak-"))
     config = workdir / "collector.toml"
-    config.write_text("[limits]\nmax_connections_per_sender = 8\nframe_timeout_seconds = 10.0\n")
+    config.write_text("[limits]\nmax_connections_per_sender = 8\nframe_timeout_seconds = 10.0\n"
+                      f"[workers]\ncount = {args.workers}\n")
     collector = CollectorProcess(workdir, config=str(config))
     pid = collector.process.pid
     stop = threading.Event()
@@ -95,7 +105,7 @@ def main() -> None:
     # senders are connected: otherwise one of them could be the one refused.
     next_move = start + 5
     print(f"soak: {args.minutes} min, {args.rate:.0f} TCP msgs/s over {args.connections} connections, "
-          f"work dir {workdir}")
+          f"{args.workers} worker(s), work dir {workdir}")
     print(f"{'t (s)':>6} {'RSS (MB)':>9} {'fds':>5} {'TCP sent':>10}")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         while time.monotonic() < end:

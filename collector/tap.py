@@ -212,6 +212,9 @@ class ReloadOnHangup(Service):
     def startService(self) -> None:  # noqa: N802
         super().startService()
         self._previous = signal.signal(signal.SIGHUP, self._hangup)
+        # A worker starts with SIGHUP blocked (see WorkerSupervisor._spawn);
+        # one that came meanwhile is delivered now, to the handler.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
 
     def stopService(self) -> None:  # noqa: N802
         super().stopService()

@@ -197,10 +197,17 @@ class WorkerSupervisor(MultiService):
                                   WORKER_ENV: json.dumps({"index": index, "channel": CHANNEL_FD})})
         argv = [sys.executable, sys.argv[0], "--nodaemon", "--pidfile=", "--logfile=-", "syslog-collector",
                 *_without_options(self._args(), ("--metrics",)), "--metrics", ""]
-        with self._balancer.open_channel(index) as channel:
-            process = self._reactor.spawnProcess(
-                protocol, sys.executable, argv, env=env,
-                childFDs={0: "w", 1: "r", 2: "r", CHANNEL_FD: channel.fileno()})
+        # The worker starts with SIGHUP blocked, and unblocks it once it can
+        # reload (tap.ReloadOnHangup): a SIGHUP forwarded meanwhile waits
+        # instead of killing it. The signal mask survives fork and exec.
+        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            with self._balancer.open_channel(index) as channel:
+                process = self._reactor.spawnProcess(
+                    protocol, sys.executable, argv, env=env,
+                    childFDs={0: "w", 1: "r", 2: "r", CHANNEL_FD: channel.fileno()})
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
         protocol.ended.addCallback(self._ended, index, process.pid)
         self._workers[index] = (protocol, process)
         self.log.info("started worker {index} (pid {pid})", index=index, pid=process.pid)

@@ -5,6 +5,7 @@ import re
 import signal
 import socket
 import subprocess
+import time
 
 from collector.workers import spread_at_random
 from collector_process import REPO, TWISTD, CollectorProcess, wait_until
@@ -151,3 +152,29 @@ def test_one_senders_datagrams_go_to_the_workers_at_random():
     assert sorted(received_per_socket(spread=False)) == [0, 200]
     spread = received_per_socket(spread=True)
     assert sum(spread) == 200 and min(spread) >= 50, spread
+
+
+def test_a_sighup_while_workers_start_reloads_them_later_instead_of_killing_them(tmp_path):
+    config = tmp_path / "collector.toml"
+    config.write_text("[workers]\ncount = 2\n")
+    log = tmp_path / "collector.log"
+    process = subprocess.Popen(
+        [TWISTD, "-n", "--pidfile=", f"--logfile={log}", "syslog-collector", "--config", str(config),
+         "--udp", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
+         "--archive-dir", str(tmp_path / "a")],
+        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    try:
+        assert wait_until(lambda: log.exists() and "started worker 0" in log.read_text(), timeout=30)
+        # Log rotation may send SIGHUP at any time, even while a worker starts.
+        def both_reloaded():
+            return all(re.search(rf"worker {i}: .*reopened the archive files", log.read_text()) for i in (0, 1))
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not both_reloaded() and process.poll() is None:
+            process.send_signal(signal.SIGHUP)
+            time.sleep(0.02)
+        assert both_reloaded(), log.read_text()
+        assert "exited unexpectedly" not in log.read_text()
+    finally:
+        process.terminate()
+        process.wait(60)
