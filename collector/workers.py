@@ -45,6 +45,7 @@ from collector.metrics import UdpPortDropsCollector
 WORKER_ENV = "SYSLOG_COLLECTOR_WORKER"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LISTENING = re.compile(r"listening (udp) on (\S+) port (\d+)")
+_log = Logger()
 # A worker that does not stop within this time after SIGTERM is killed.
 STOP_TIMEOUT = 120.0
 # A worker that dies is started again after this long.
@@ -75,10 +76,14 @@ def listen_shared_udp(reactor: Any, address: ListenAddress, protocol: DatagramPr
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((address.host or "0.0.0.0", address.port))
-        spread_at_random(sock, workers)
     except OSError as e:
         sock.close()
         raise CannotListenError(address.host, address.port, e) from None
+    try:
+        spread_at_random(sock, workers)
+    except OSError as e:
+        _log.warn("UDP datagrams go to the workers by a hash of their sender, not at random: {error}",
+                  error=e)
     sock.setblocking(False)  # the port's duplicate shares this flag
     try:
         return reactor.adoptDatagramPort(sock.fileno(), sock.family, protocol, maxPacketSize=65536)

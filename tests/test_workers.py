@@ -7,7 +7,13 @@ import socket
 import subprocess
 import time
 
-from collector.workers import spread_at_random
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import globalLogPublisher
+
+from collector.config import ListenAddress
+from collector.workers import listen_shared_udp, spread_at_random
 from collector_process import REPO, TWISTD, CollectorProcess, wait_until
 
 
@@ -178,3 +184,19 @@ def test_a_sighup_while_workers_start_reloads_them_later_instead_of_killing_them
     finally:
         process.terminate()
         process.wait(60)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_kernel_that_refuses_the_program_leaves_the_port_working():
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        # A modulus of 0 is a program the kernel refuses, for real.
+        port = listen_shared_udp(reactor, ListenAddress("127.0.0.1", 0), DatagramProtocol(), workers=0)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    try:
+        assert port.getHost().port > 0
+        assert any("by a hash of their sender" in e.get("log_format", "") for e in events)
+    finally:
+        yield port.stopListening()
