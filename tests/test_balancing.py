@@ -75,7 +75,7 @@ def until(predicate, timeout=5.0):
 @inlineCallbacks
 def ask(port, message=b"hello"):
     """Connect, send, and return the socket and the name of the worker that answered."""
-    sock = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+    sock = socket.create_connection((port.getHost().host, port.getHost().port), timeout=5)
     sock.setblocking(False)
     sock.send(message)
     yield until(lambda: readable(sock))
@@ -86,11 +86,11 @@ def readable(sock):
     return bool(select.select([sock], [], [], 0)[0])
 
 
-def balanced(kind=KIND_TCP, workers=2):
+def balanced(kind=KIND_TCP, workers=2, host="127.0.0.1"):
     counts = []
     balancer = Balancer(reactor, counts.append)
     channels = [Worker(index, balancer.open_channel(index), (KIND_TCP, KIND_TLS)) for index in range(workers)]
-    port = BalancedPort(reactor, ListenAddress("127.0.0.1", 0), kind, balancer)
+    port = BalancedPort(reactor, ListenAddress(host, 0), kind, balancer)
     port.startListening()
     return balancer, channels, port, counts
 
@@ -148,6 +148,19 @@ def test_short_connections_one_after_another_alternate():
         port.stopListening()
         for worker in workers:
             worker.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_ipv6_connections_are_handed_over_too():
+    balancer, workers, port, counts = balanced(workers=1, host="::1")
+    try:
+        assert port.getHost().type == "TCP" and port.getHost().host == "::1"
+        sock, name = yield ask(port)
+        assert name == workers[0].name
+        sock.close()
+    finally:
+        port.stopListening()
+        workers[0].stop()
 
 
 @pytest_twisted.inlineCallbacks
