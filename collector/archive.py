@@ -27,7 +27,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from collector.archive_files import MaintenanceReport, maintain
-from collector.archive_line import TORN_MARKER, format_lines, format_time
+from collector.archive_line import TORN_MARKER, format_lines, format_time, line_prefix
 from collector.metrics import CollectorMetrics
 
 RETRY_BUFFER_BYTES = 64 * 1024 * 1024
@@ -108,6 +108,8 @@ class FileArchive(Service):
         self._failed: OrderedDict[tuple[str, str], list[bytes]] = OrderedDict()
         self._failed_bytes = 0
         self._pending_bytes = 0
+        self._prefix_time = -1.0
+        self._prefix_sender = self._prefix = b""
         self._drain_listeners: list[Callable[[], None]] = []
         self._files: OrderedDict[tuple[str, str], BinaryIO] = OrderedDict()
         self._compress = compress
@@ -195,8 +197,12 @@ class FileArchive(Service):
         self._drain_listeners.append(callback)
 
     def append(self, host: str, received_at: float, sender: bytes, messages: list[bytes]) -> None:
+        if received_at != self._prefix_time or sender != self._prefix_sender:
+            # The hosts of one batch share it: formatted once a batch, not once a host.
+            self._prefix_time, self._prefix_sender = received_at, sender
+            self._prefix = line_prefix(format_time(received_at), sender)
         key = (host, self._days.day(received_at))
-        lines = format_lines(format_time(received_at), sender, messages)
+        lines = format_lines(self._prefix, messages)
         try:
             self._pending[key].append(lines)
         except KeyError:

@@ -64,11 +64,15 @@ def _second(whole: int) -> bytes:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)).encode()
 
 
-def format_lines(stamp: bytes, sender: bytes, messages: list[bytes]) -> bytes:
-    """The archive lines of messages received together from one sender."""
+def line_prefix(stamp: bytes, sender: bytes) -> bytes:
+    """What each line of messages received together from one sender starts with."""
+    return b"%s %s " % (stamp, sender)
+
+
+def format_lines(prefix: bytes, messages: list[bytes]) -> bytes:
+    """The archive lines of messages with the same ``line_prefix``."""
     if not messages:
         return b""
-    prefix = b"%s %s " % (stamp, sender)
     together = b"".join(messages)
     # Checked once for the whole batch: most batches need no escaping at all.
     if together.isascii() and not _has_special(together):

@@ -55,6 +55,29 @@ def test_lines_are_written_at_the_flush_interval(tmp_path, registry):
     archive.stopService()
 
 
+def test_each_line_names_its_own_receive_time_and_sender(tmp_path, registry):
+    clock = Clock()
+    clock.advance(NOON)
+    archive = make_archive(tmp_path, registry, clock)
+    other = b"[2001:db8::1]:40000"
+    # One batch of two hosts, then another sender at the same time, then a later batch.
+    archive.append("gw", NOON, SENDER, [b"one"])
+    archive.append("branch", NOON, SENDER, [b"two"])
+    archive.append("gw", NOON, other, [b"three"])
+    archive.append("gw", NOON + 0.25, other, [b"four"])
+    archive.append("gw", NOON + 0.5, SENDER, [b"five"])
+    archive.stopService()
+    lines = [parse_line(line) for line in (tmp_path / "archive" / "gw" / "2026-11-25.log").read_bytes().splitlines()]
+    assert [(m.received_at, m.sender, m.message) for m in lines] == [
+        ("2026-11-25T12:00:00.000000Z", "192.0.2.1:514", b"one"),
+        ("2026-11-25T12:00:00.000000Z", "[2001:db8::1]:40000", b"three"),
+        ("2026-11-25T12:00:00.250000Z", "[2001:db8::1]:40000", b"four"),
+        ("2026-11-25T12:00:00.500000Z", "192.0.2.1:514", b"five"),
+    ]
+    assert [parse_line(line).sender for line in
+            (tmp_path / "archive" / "branch" / "2026-11-25.log").read_bytes().splitlines()] == ["192.0.2.1:514"]
+
+
 def test_stop_flushes_and_closes_everything(tmp_path, registry):
     clock = Clock()
     clock.advance(NOON)
