@@ -6,11 +6,13 @@ import resource
 import select
 import socket
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
+from twisted.logger import globalLogPublisher
 
 from collector.balancing import KIND_TCP, KIND_TLS, BalancedPort, Balancer, ConnectionReceiver, OneProtocolFactory
 from collector.config import ListenAddress
@@ -72,55 +74,82 @@ def until(predicate, timeout=5.0):
     return d
 
 
-@inlineCallbacks
-def ask(port, message=b"hello"):
-    """Connect, send, and return the socket and the name of the worker that answered."""
-    sock = socket.create_connection((port.getHost().host, port.getHost().port), timeout=5)
-    sock.setblocking(False)
-    sock.send(message)
-    yield until(lambda: readable(sock))
-    return sock, sock.recv(100).split(b":")[0]
+class Supervisor:
+    """A balanced port and its workers in this process; everything opened is closed at the end."""
+
+    def __init__(self):
+        self.ports, self.workers, self.clients = [], [], []
+
+    def start(self, kind=KIND_TCP, workers=2, host="127.0.0.1"):
+        self.counts = []
+        self.balancer = Balancer(reactor, self.counts.append)
+        self.workers = [Worker(index, self.balancer.open_channel(index), (KIND_TCP, KIND_TLS))
+                        for index in range(workers)]
+        self.port = BalancedPort(reactor, ListenAddress(host, 0), kind, self.balancer)
+        self.port.startListening()
+        self.ports.append(self.port)
+        return self
+
+    def connect(self):
+        sock = socket.create_connection((self.port.getHost().host, self.port.getHost().port), timeout=5)
+        self.clients.append(sock)
+        return sock
+
+    @inlineCallbacks
+    def ask(self, message=b"hello"):
+        """Connect, send, and return the socket and the name of the worker that answered."""
+        sock = self.connect()
+        sock.setblocking(False)
+        sock.send(message)
+        yield until(lambda: readable(sock))
+        return sock, sock.recv(100).split(b":")[0]
+
+    def close(self):
+        for sock in self.clients:
+            sock.close()
+        for port in self.ports:
+            port.stopListening()
+        for worker in self.workers:
+            worker.stop()
+
+
+@pytest.fixture
+def supervisor():
+    supervisor = Supervisor()
+    yield supervisor
+    supervisor.close()
+
+
+@pytest.fixture
+def log_events():
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    yield lambda text: sum(text in event.get("log_format", "") for event in events)
+    globalLogPublisher.removeObserver(events.append)
 
 
 def readable(sock):
     return bool(select.select([sock], [], [], 0)[0])
 
 
-def balanced(kind=KIND_TCP, workers=2, host="127.0.0.1"):
-    counts = []
-    balancer = Balancer(reactor, counts.append)
-    channels = [Worker(index, balancer.open_channel(index), (KIND_TCP, KIND_TLS)) for index in range(workers)]
-    port = BalancedPort(reactor, ListenAddress(host, 0), kind, balancer)
-    port.startListening()
-    return balancer, channels, port, counts
-
-
 @pytest_twisted.inlineCallbacks
-def test_connections_alternate_and_go_where_fewest_are_open():
-    balancer, workers, port, counts = balanced()
-    try:
-        clients = []
-        for _ in range(4):
-            clients.append((yield ask(port)))
-        names = [name for _, name in clients]
-        assert sorted(names) == sorted([w.name for w in workers] * 2)
-        assert counts[-1] == {0: 2, 1: 2}
-        # Two of worker 0's connections close: the next two both go to it.
-        for sock, name in clients:
-            if name == workers[0].name:
-                sock.close()
-        yield until(lambda: counts[-1] == {0: 0, 1: 2})
-        for _ in range(2):
-            sock, name = yield ask(port)
-            clients.append((sock, name))
-            assert name == workers[0].name
-        assert counts[-1] == {0: 2, 1: 2}
-    finally:
-        for sock, _ in clients:
+def test_connections_alternate_and_go_where_fewest_are_open(supervisor):
+    s = supervisor.start()
+    clients = []
+    for _ in range(4):
+        clients.append((yield s.ask()))
+    names = [name for _, name in clients]
+    assert sorted(names) == sorted([w.name for w in s.workers] * 2)
+    assert s.counts[-1] == {0: 2, 1: 2}
+    # Two of worker 0's connections close: the next two both go to it.
+    for sock, name in clients:
+        if name == s.workers[0].name:
             sock.close()
-        port.stopListening()
-        for worker in workers:
-            worker.stop()
+    yield until(lambda: s.counts[-1] == {0: 0, 1: 2})
+    for _ in range(2):
+        _, name = yield s.ask()
+        assert name == s.workers[0].name
+    assert s.counts[-1] == {0: 2, 1: 2}
 
 
 def test_the_receiver_starts_and_stops_its_factories():
@@ -134,92 +163,60 @@ def test_the_receiver_starts_and_stops_its_factories():
 
 
 @pytest_twisted.inlineCallbacks
-def test_short_connections_one_after_another_alternate():
-    balancer, workers, port, counts = balanced()
-    try:
-        names = []
-        for _ in range(4):
-            sock, name = yield ask(port)
-            names.append(name)
-            sock.close()
-            yield until(lambda: counts[-1] == {0: 0, 1: 0})
-        assert names == [workers[0].name, workers[1].name] * 2
-    finally:
-        port.stopListening()
-        for worker in workers:
-            worker.stop()
-
-
-@pytest_twisted.inlineCallbacks
-def test_ipv6_connections_are_handed_over_too():
-    balancer, workers, port, counts = balanced(workers=1, host="::1")
-    try:
-        assert port.getHost().type == "TCP" and port.getHost().host == "::1"
-        sock, name = yield ask(port)
-        assert name == workers[0].name
+def test_short_connections_one_after_another_alternate(supervisor):
+    s = supervisor.start()
+    names = []
+    for _ in range(4):
+        sock, name = yield s.ask()
+        names.append(name)
         sock.close()
-    finally:
-        port.stopListening()
-        workers[0].stop()
+        yield until(lambda: s.counts[-1] == {0: 0, 1: 0})
+    assert names == [s.workers[0].name, s.workers[1].name] * 2
 
 
 @pytest_twisted.inlineCallbacks
-def test_the_kind_byte_picks_the_factory():
-    balancer, workers, port, counts = balanced(kind=KIND_TLS, workers=1)
-    try:
-        sock, name = yield ask(port)
-        assert name == workers[0].tls_name
-        sock.close()
-    finally:
-        port.stopListening()
-        workers[0].stop()
+def test_ipv6_connections_are_handed_over_too(supervisor):
+    s = supervisor.start(workers=1, host="::1")
+    assert s.port.getHost().type == "TCP" and s.port.getHost().host == "::1"
+    _, name = yield s.ask()
+    assert name == s.workers[0].name
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_worker_that_is_gone_gets_no_connections():
-    balancer, workers, port, counts = balanced()
-    clients = []
-    try:
-        workers[1].stop()
-        yield until(lambda: list(balancer.channels) == [0])
-        assert counts[-1] == {0: 0}
-        for _ in range(3):
-            clients.append((yield ask(port)))
-        assert {name for _, name in clients} == {workers[0].name}
-    finally:
-        for sock, _ in clients:
-            sock.close()
-        port.stopListening()
-        workers[0].stop()
+def test_the_kind_byte_picks_the_factory(supervisor):
+    s = supervisor.start(kind=KIND_TLS, workers=1)
+    _, name = yield s.ask()
+    assert name == s.workers[0].tls_name
 
 
 @pytest_twisted.inlineCallbacks
-def test_with_no_worker_a_connection_is_closed_and_logged():
-    from twisted.logger import globalLogPublisher
-
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    balancer, workers, port, counts = balanced(workers=1)
-    try:
-        workers[0].stop()
-        yield until(lambda: not balancer.channels)
-        with socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5) as sock:
-            sock.settimeout(5)
-            yield until(lambda: any("no worker could take" in e.get("log_format", "") for e in events))
-            assert sock.recv(10) == b""  # closed by the supervisor
-    finally:
-        globalLogPublisher.removeObserver(events.append)
-        port.stopListening()
+def test_a_worker_that_is_gone_gets_no_connections(supervisor):
+    s = supervisor.start()
+    s.workers[1].stop()
+    yield until(lambda: list(s.balancer.channels) == [0])
+    assert s.counts[-1] == {0: 0}
+    names = set()
+    for _ in range(3):
+        _, name = yield s.ask()
+        names.add(name)
+    assert names == {s.workers[0].name}
 
 
 @pytest_twisted.inlineCallbacks
-def test_out_of_descriptors_accepting_pauses_and_resumes():
-    from twisted.logger import globalLogPublisher
+def test_with_no_worker_a_connection_is_closed_and_logged(supervisor, log_events):
+    s = supervisor.start(workers=1)
+    s.workers[0].stop()
+    yield until(lambda: not s.balancer.channels)
+    sock = s.connect()
+    yield until(lambda: log_events("no worker could take"))
+    assert sock.recv(10) == b""  # closed by the supervisor
 
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    balancer, workers, port, counts = balanced(workers=1)
+
+@pytest_twisted.inlineCallbacks
+def test_out_of_descriptors_accepting_pauses_and_resumes(supervisor, log_events):
+    s = supervisor.start(workers=1)
     client = socket.socket()
+    supervisor.clients.append(client)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         # No descriptor left for the supervisor to accept into, for real:
@@ -227,22 +224,17 @@ def test_out_of_descriptors_accepting_pauses_and_resumes():
         lowest_free = os.dup(0)
         os.close(lowest_free)
         resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
-        client.connect(("127.0.0.1", port.getHost().port))
-        yield until(lambda: any("cannot accept" in e.get("log_format", "") for e in events))
+        client.connect(("127.0.0.1", s.port.getHost().port))
+        yield until(lambda: log_events("cannot accept"))
         yield deferLater(reactor, 0.1, lambda: None)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-        # Paused, not spinning on the listening socket.
-        assert sum("cannot accept" in e.get("log_format", "") for e in events) == 1
-        assert counts[-1] == {0: 0}
-        # A second later the connection waiting in the backlog is handed over.
-        yield until(lambda: counts[-1] == {0: 1}, timeout=5)
-        client.setblocking(False)
-        client.send(b"x")
-        yield until(lambda: readable(client))
-        assert client.recv(10) == workers[0].name + b":x"
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-        globalLogPublisher.removeObserver(events.append)
-        client.close()
-        port.stopListening()
-        workers[0].stop()
+    # Paused, not spinning on the listening socket.
+    assert log_events("cannot accept") == 1
+    assert s.counts[-1] == {0: 0}
+    # A second later the connection waiting in the backlog is handed over.
+    yield until(lambda: s.counts[-1] == {0: 1}, timeout=5)
+    client.setblocking(False)
+    client.send(b"x")
+    yield until(lambda: readable(client))
+    assert client.recv(10) == s.workers[0].name + b":x"
