@@ -44,7 +44,7 @@ from collector.metrics import UdpPortDropsCollector
 
 WORKER_ENV = "SYSLOG_COLLECTOR_WORKER"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-_LISTENING = re.compile(r"listening (udp) on (\S+) port (\d+)")
+_UDP_BOUND = re.compile(r"listening udp on (\S+) port (\d+)")
 _log = Logger()
 # A worker that does not stop within this time after SIGTERM is killed.
 STOP_TIMEOUT = 120.0
@@ -118,10 +118,10 @@ class WorkerProcess(ProcessProtocol):
 
     log = Logger()
 
-    def __init__(self, index: int, on_listening: Callable[[str, str], None]) -> None:
+    def __init__(self, index: int, on_udp_bound: Callable[[str], None]) -> None:
         self.index = index
         self.ended: Deferred[None] = Deferred()
-        self._on_listening = on_listening
+        self._on_udp_bound = on_udp_bound
         self._partial = b""
 
     def outReceived(self, data: bytes) -> None:  # noqa: N802
@@ -130,10 +130,10 @@ class WorkerProcess(ProcessProtocol):
         for raw in lines:
             line = raw.decode("utf-8", "replace")
             self.log.info("worker {index}: {line}", index=self.index, line=line)
-            match = _LISTENING.search(line)
+            match = _UDP_BOUND.search(line)
             if match is not None:
-                kind, host, port = match.groups()
-                self._on_listening(kind, str(ListenAddress(host if host != "0.0.0.0" else "", int(port))))
+                host, port = match.groups()
+                self._on_udp_bound(str(ListenAddress(host if host != "0.0.0.0" else "", int(port))))
 
     errReceived = outReceived
 
@@ -182,7 +182,7 @@ class WorkerSupervisor(MultiService):
         for index in range(1, self._config.workers.count):
             self._spawn(index)
 
-    def _listening(self, kind: str, address: str) -> None:
+    def _udp_bound(self, address: str) -> None:
         """Worker 0 bound the UDP port: start the others on the same port."""
         if self._udp is None:
             self._udp = address
@@ -197,7 +197,7 @@ class WorkerSupervisor(MultiService):
 
     def _spawn(self, index: int) -> None:
         self._restarts.pop(index, None)
-        protocol = WorkerProcess(index, self._listening if index == 0 else lambda kind, address: None)
+        protocol = WorkerProcess(index, self._udp_bound if index == 0 else lambda address: None)
         env = dict(os.environ, **{MULTIPROC_ENV: self.metrics_dir,
                                   WORKER_ENV: json.dumps({"index": index, "channel": CHANNEL_FD})})
         argv = [sys.executable, sys.argv[0], "--nodaemon", "--pidfile=", "--logfile=-", "syslog-collector",
