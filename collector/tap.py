@@ -11,6 +11,7 @@ from __future__ import annotations
 import pwd
 import signal
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -317,26 +318,30 @@ def build(config: Config, reactor: Any, role: WorkerRole | None = None) -> Colle
             pipeline, archive, metrics, reactor, listen.max_frame_bytes, connection_limits, tls=tls,
             idle_timeout=limits.idle_timeout_seconds, frame_timeout=limits.frame_timeout_seconds)
 
-    factories: dict[bytes, Factory] = {}
+    # A worker does not listen: the supervisor hands it its share of the connections.
+    handed_over: dict[bytes, Factory] = {}
     drains: list[Callable[[], Deferred[None]]] = []
     if (tcp_at := listen.tcp) is not None:
         streams = stream_factory(tls=False)
-        factories[KIND_TCP] = streams
-        drains.append(lambda: streams.drain(listen.drain_seconds))
-        if not shared:
+        drain = partial(streams.drain, listen.drain_seconds)
+        if shared:
+            handed_over[KIND_TCP] = streams
+            drains.append(drain)
+        else:
             Listener("tcp", "listen.tcp", lambda: reactor.listenTCP(tcp_at.port, streams, interface=tcp_at.host),
-                     after_stop=drains[-1]).setServiceParent(service)
+                     after_stop=drain).setServiceParent(service)
     if config.tls.enabled and (tls_at := config.tls.listen) is not None:
         tls_streams = stream_factory(tls=True)
         context = server_options(config.tls)
-        factories[KIND_TLS] = TLSMemoryBIOFactory(context, False, tls_streams)
-        drains.append(lambda: tls_streams.drain(listen.drain_seconds))
-        if not shared:
+        tls_drain = partial(tls_streams.drain, listen.drain_seconds)
+        if shared:
+            handed_over[KIND_TLS] = TLSMemoryBIOFactory(context, False, tls_streams)
+            drains.append(tls_drain)
+        else:
             Listener("tls", "tls.listen",
                      lambda: reactor.listenSSL(tls_at.port, tls_streams, context, interface=tls_at.host),
-                     after_stop=drains[-1]).setServiceParent(service)
-    if role is not None and factories:
-        # The supervisor listens, and hands this worker its share of the connections.
-        HandedOverConnections(reactor, role.channel, factories, drains).setServiceParent(service)
+                     after_stop=tls_drain).setServiceParent(service)
+    if role is not None and handed_over:
+        HandedOverConnections(reactor, role.channel, handed_over, drains).setServiceParent(service)
     return service
 
