@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
@@ -316,44 +316,54 @@ class _PublishOnCollect(Collector):
 
 
 class UdpSocketCollector(Collector):
-    """The UDP sockets' receive buffers and kernel drop counts, read at scrape time."""
+    """The UDP sockets: their receive buffers, set when a socket is watched,
+    and the kernel's drop counts, read at scrape time.
+
+    The buffer sizes are gauges, so that a supervisor of workers serves them
+    too (multiprocess mode): the largest size asked for and the smallest
+    granted on an address. The drops are read from /proc here, which a
+    worker's registry never is; the supervisor reads them for the whole
+    port (``UdpPortDropsCollector``).
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self._sockets: list[tuple[socket.socket, int]] = []
+        self._sockets: list[tuple[socket.socket, str]] = []
+        self._requested = Gauge(
+            PREFIX + "udp_receive_buffer_requested_bytes",
+            "SO_RCVBUF asked for the UDP socket (listen.udp_receive_buffer_bytes)", ("address",),
+            registry=registry, multiprocess_mode="livemax")
+        self._granted = Gauge(
+            PREFIX + "udp_receive_buffer_bytes",
+            "SO_RCVBUF the kernel granted the UDP socket (Linux reports twice the usable size); "
+            "with workers, the smallest of theirs", ("address",),
+            registry=registry, multiprocess_mode="livemin")
         registry.register(self)
 
     def watch(self, sock: socket.socket, requested: int) -> None:
-        self._sockets.append((sock, requested))
+        address = _address_label(sock.getsockname())
+        self._sockets.append((sock, address))
+        self._requested.labels(address=address).set(requested)
+        self._granted.labels(address=address).set(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
     def forget(self, sock: socket.socket) -> None:
-        self._sockets = [(s, r) for s, r in self._sockets if s is not sock]
+        for address in [a for s, a in self._sockets if s is sock]:
+            self._requested.remove(address)
+            self._granted.remove(address)
+        self._sockets = [(s, a) for s, a in self._sockets if s is not sock]
 
     def describe(self) -> list[Any]:
         return []  # nothing until scraped: the sockets come and go
 
     def collect(self) -> Iterator[Any]:
-        requested = GaugeMetricFamily(
-            PREFIX + "udp_receive_buffer_requested_bytes",
-            "SO_RCVBUF asked for the UDP socket (listen.udp_receive_buffer_bytes)", labels=["address"])
-        effective = GaugeMetricFamily(
-            PREFIX + "udp_receive_buffer_bytes",
-            "SO_RCVBUF the kernel granted the UDP socket (Linux reports twice the usable size)",
-            labels=["address"])
         drops = _udp_drops_family()
         by_inode = kernel_udp_drops()
-        for sock, size in self._sockets:
+        for sock, address in self._sockets:
             try:
-                address = _address_label(sock.getsockname())
-                granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
                 inode = os.fstat(sock.fileno()).st_ino
             except OSError:
                 continue  # closed since
-            requested.add_metric([address], size)
-            effective.add_metric([address], granted)
             if inode in by_inode:
                 drops.add_metric([address], by_inode[inode])
-        yield requested
-        yield effective
         yield drops
 
 
@@ -440,3 +450,42 @@ class WorkerConnections:
         """Set each worker's count; a worker not in ``open_connections`` holds none."""
         for index in range(self._workers):
             self._gauge.labels(worker=str(index)).set(open_connections.get(index, 0))
+
+
+class ProcessesCollector(Collector):
+    """The ``process_*`` metrics of a supervisor of workers: its own, as one
+    process has them, and each worker's, labelled ``worker``.
+
+    prometheus_client's multiprocess mode has no process metrics, so they
+    are read from /proc here at scrape time, one ``ProcessCollector`` per
+    process, and merged into one family per metric.
+    """
+
+    def __init__(self, registry: CollectorRegistry, worker_pids: Callable[[], Mapping[int, int]]) -> None:
+        self._worker_pids = worker_pids
+        self._own = ProcessCollector(registry=None)
+        registry.register(self)
+
+    def describe(self) -> list[Any]:
+        return []  # the workers come and go
+
+    def collect(self) -> Iterator[Any]:
+        families: dict[str, Metric] = {}
+
+        def add(family: Metric, labels: dict[str, str]) -> None:
+            merged = families.get(family.name)
+            if merged is None:
+                merged = families[family.name] = Metric(family.name, family.documentation, family.type)
+            merged.samples += [sample._replace(labels={**sample.labels, **labels}) for sample in family.samples]
+
+        for family in self._own.collect():
+            add(family, {})
+        for index, pid in sorted(self._worker_pids().items()):
+            # A worker that ended since gives nothing (ProcessCollector skips what it cannot read).
+            for family in _process_collector(pid).collect():
+                add(family, {"worker": str(index)})
+        return iter(families.values())
+
+
+def _process_collector(pid: int) -> ProcessCollector:
+    return ProcessCollector(pid=lambda: pid, registry=None)

@@ -32,7 +32,13 @@ from collector.archive import FileArchive
 from collector.balancing import KIND_TCP, KIND_TLS, BalancedPort, Balancer, HandedOverConnections
 from collector.config import Config, ConfigError, ListenAddress
 from collector.hosts import HostRegistry
-from collector.metrics import CollectorMetrics, MetricsPublisher, UdpPortDropsCollector, WorkerConnections
+from collector.metrics import (
+    CollectorMetrics,
+    MetricsPublisher,
+    ProcessesCollector,
+    UdpPortDropsCollector,
+    WorkerConnections,
+)
 from collector.pipeline import Pipeline
 from collector.protocols import ConnectionLimits, SyslogDatagramProtocol, SyslogStreamFactory
 from collector.tls import server_options
@@ -266,6 +272,7 @@ def supervise(config: Config, plugin_args: list[str], reactor: Any) -> MultiServ
     supervisor = WorkerSupervisor(config, plugin_args, reactor, metrics_dir, UdpPortDropsCollector(registry),
                                   balancer)
     supervisor.setServiceParent(service)
+    ProcessesCollector(registry, supervisor.worker_pids)
     reactor.addSystemEventTrigger("after", "shutdown", supervisor.exit_if_failed)
     return service
 

@@ -189,6 +189,11 @@ class WorkerSupervisor(MultiService):
             self._udp_drops.watch(address, int(address.rpartition(":")[2]))
             self._spawn_others()
 
+    def worker_pids(self) -> dict[int, int]:
+        """The process ID of each running worker, by index."""
+        return {index: process.pid for index, (protocol, process) in self._workers.items()
+                if not protocol.ended.called and process.pid is not None}
+
     def _args(self) -> list[str]:
         """Worker arguments: the UDP port worker 0 bound, once it has."""
         if self._udp is None:

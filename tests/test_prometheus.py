@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
+from datetime import UTC, datetime
 
 import pytest
 import yaml
@@ -117,23 +118,20 @@ def test_dashboards_are_current_grafana_json_on_the_provisioned_datasource():
     assert titles == {"Firewall security", "Collector health"}
 
 
+@pytest.fixture(scope="module", params=[1, 2], ids=["one-process", "two-workers"])
+def workers(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def collector(tmp_path_factory):
-    process = CollectorProcess(tmp_path_factory.mktemp("prometheus-collector"))
+def collector(tmp_path_factory, workers):
+    """A collector in one process, or a supervisor serving the metrics of two workers."""
+    workdir = tmp_path_factory.mktemp("prometheus-collector")
+    config = workdir / "collector.toml"
+    config.write_text(f"[workers]\ncount = {workers}\n")
+    process = CollectorProcess(workdir, config=str(config))
     yield process
     process.kill()
-
-
-def test_every_metric_used_by_dashboards_and_alerts_is_exported(collector):
-    exported = set(re.findall(r"^# HELP (\S+)", collector.scrape(), re.M))
-    used = set()
-    for _, _, expressions in dashboard_queries():
-        for expression in expressions:
-            used |= set(METRIC_NAME.findall(expression))
-    for _, expression in alert_expressions():
-        used |= set(METRIC_NAME.findall(expression))
-    assert used - exported == set()
-    assert len(used) > 20
 
 
 def free_port():
@@ -204,7 +202,9 @@ TRAFFIC = {
 
 
 def send_traffic(collector):
-    collector.send_udp([b"<116>1 - %s security - - - %s" % (host.encode(), line)
+    # Stamped now, so that each firewall's clock skew is sampled.
+    now = datetime.now(UTC).isoformat(timespec="microseconds").encode()
+    collector.send_udp([b"<116>1 %s %s security - - - %s" % (now, host.encode(), line)
                         for host, lines in TRAFFIC.items() for line in lines])
 
 
@@ -218,7 +218,9 @@ def wait_for_value(prometheus, expression, expected, timeout=30):
     raise AssertionError(f"{expression} did not reach {expected}: {query(prometheus, expression)}")
 
 
-def test_every_dashboard_and_alert_query_runs_and_panels_fill(collector, prometheus):
+@pytest.fixture(scope="module")
+def traffic(collector, prometheus):
+    """TRAFFIC sent twice, some seconds apart, and scraped."""
     total = sum(len(lines) for lines in TRAFFIC.values())
     send_traffic(collector)
     wait_for_value(prometheus, "sum(syslog_collector_records_total)", total)
@@ -227,12 +229,35 @@ def test_every_dashboard_and_alert_query_runs_and_panels_fill(collector, prometh
     wait_for_value(prometheus, "sum(syslog_collector_records_total)", 2 * total)
     time.sleep(2)
 
+
+# Exported only by a supervisor of workers.
+WORKERS_ONLY = {"syslog_collector_worker_connections"}
+
+
+def test_every_metric_used_by_dashboards_and_alerts_is_exported(collector, workers, traffic):
+    # Once traffic has flowed: in multiprocess mode a metric shows only once a worker wrote it.
+    exported = set(re.findall(r"^# HELP (\S+)", collector.scrape(), re.M))
+    used = set()
+    for _, _, expressions in dashboard_queries():
+        for expression in expressions:
+            used |= set(METRIC_NAME.findall(expression))
+    for _, expression in alert_expressions():
+        used |= set(METRIC_NAME.findall(expression))
+    assert used - exported == (WORKERS_ONLY if workers == 1 else set())
+    assert len(used) > 20
+
+
+def test_every_dashboard_and_alert_query_runs_and_panels_fill(prometheus, workers, traffic):
     empty = []
     for dashboard, title, expressions in dashboard_queries():
         results = [query(prometheus, expand(e)) for e in expressions]
         if not any(results):
             empty.append(f"{dashboard}: {title}")
     assert empty == []
+    # Every process has its own CPU series, and with workers each has its connections.
+    supervised = workers if workers > 1 else 0
+    assert len(query(prometheus, "process_cpu_seconds_total")) == 1 + supervised
+    assert len(query(prometheus, "syslog_collector_worker_connections")) == supervised
 
     for _alert, expression in alert_expressions():
         query(prometheus, expression)  # valid; firing or not is promtool's part

@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import pytest_twisted
+from prometheus_client import ProcessCollector
 from twisted.internet import reactor
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import globalLogPublisher
@@ -57,6 +58,9 @@ def test_two_workers_share_the_ports_and_the_metrics(tmp_path):
                                    for i in (0, 1)] == [0, 0], timeout=10)
         udp_address = f"127.0.0.1:{process.ports['udp']}"
         assert process.sample("syslog_collector_udp_receive_drops_total", address=udp_address) == 0
+        # Each worker's buffer, set once it bound the port: the largest asked for, the smallest granted.
+        assert process.sample("syslog_collector_udp_receive_buffer_requested_bytes", address=udp_address) == 8 << 20
+        assert process.sample("syslog_collector_udp_receive_buffer_bytes", address=udp_address) > 0
 
         assert process.terminate() in (0, -signal.SIGTERM)
         assert all(not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
@@ -70,17 +74,42 @@ def test_two_workers_share_the_ports_and_the_metrics(tmp_path):
         process.kill()
 
 
+def start_time(pid):
+    """What prometheus_client reads as the start time of process ``pid``."""
+    return next(sample.value for family in ProcessCollector(pid=lambda: pid, registry=None).collect()
+                for sample in family.samples if sample.name == "process_start_time_seconds")
+
+
+def worker_pids(process):
+    """Each worker's pid, by index: the last one the supervisor logged."""
+    return {int(index): int(pid) for index, pid in re.findall(r"started worker (\d) \(pid (\d+)\)", process.log())}
+
+
+def assert_process_metrics_are_the_workers(process):
+    assert wait_until(lambda: sorted(worker_pids(process).values()) == sorted(children(process.process.pid)))
+    pids = worker_pids(process)
+    assert sorted(pids) == [0, 1]
+    for index, pid in pids.items():
+        assert process.sample("process_start_time_seconds", worker=str(index)) == start_time(pid)
+        assert process.sample("process_cpu_seconds_total", worker=str(index)) is not None
+    assert process.sample("process_start_time_seconds") == start_time(process.process.pid)
+    assert process.sample("process_start_time_seconds", worker="2") is None
+
+
 def test_a_dead_worker_is_started_again(tmp_path):
     config = tmp_path / "collector.toml"
     config.write_text("[workers]\ncount = 2\n[archive]\nflush_interval_seconds = 0.2\n")
     process = CollectorProcess(tmp_path, config=str(config))
     try:
         assert wait_until(lambda: len(children(process.process.pid)) == 2, timeout=30)
+        assert_process_metrics_are_the_workers(process)
         victim = children(process.process.pid)[1]
         os.kill(victim, signal.SIGKILL)
         assert wait_until(lambda: "exited unexpectedly: starting it again" in process.log(), timeout=30)
         assert wait_until(lambda: len(children(process.process.pid)) == 2
                           and victim not in children(process.process.pid), timeout=30)
+        # The supervisor's process_* follow the new worker, not the dead one.
+        assert_process_metrics_are_the_workers(process)
         # Both listen again: every connection is served.
         for n in range(8):
             with process.connect_tcp() as sock:
