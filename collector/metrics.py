@@ -437,19 +437,29 @@ class UdpPortDropsCollector(Collector):
         yield drops
 
 
-class WorkerConnections:
-    """The supervisor's count of the TCP and TLS connections each worker holds."""
+class SupervisorMetrics:
+    """What a supervisor of workers counts itself: the connections it handed
+    to each worker, and the workers it started again."""
 
     def __init__(self, registry: CollectorRegistry, workers: int) -> None:
         self._workers = workers
-        self._gauge = Gauge(
+        self._connections = Gauge(
             PREFIX + "worker_connections",
             "Open TCP and TLS connections the supervisor handed to a worker", ("worker",), registry=registry)
+        self._restarts = Counter(
+            PREFIX + "worker_restarts",
+            "Workers that exited unexpectedly and were started again", ("worker",), registry=registry)
+        for index in range(workers):
+            # At 0 from the start, so that increase() sees the first restart.
+            self._restarts.labels(worker=str(index))
 
-    def update(self, open_connections: Mapping[int, int]) -> None:
+    def connections(self, open_connections: Mapping[int, int]) -> None:
         """Set each worker's count; a worker not in ``open_connections`` holds none."""
         for index in range(self._workers):
-            self._gauge.labels(worker=str(index)).set(open_connections.get(index, 0))
+            self._connections.labels(worker=str(index)).set(open_connections.get(index, 0))
+
+    def worker_restarted(self, index: int) -> None:
+        self._restarts.labels(worker=str(index)).inc()
 
 
 class ProcessesCollector(Collector):

@@ -36,8 +36,8 @@ from collector.metrics import (
     CollectorMetrics,
     MetricsPublisher,
     ProcessesCollector,
+    SupervisorMetrics,
     UdpPortDropsCollector,
-    WorkerConnections,
 )
 from collector.pipeline import Pipeline
 from collector.protocols import ConnectionLimits, SyslogDatagramProtocol, SyslogStreamFactory
@@ -257,7 +257,8 @@ def supervise(config: Config, plugin_args: list[str], reactor: Any) -> MultiServ
         site.noisy = False
         Listener("metrics", "listen.metrics", lambda: reactor.listenTCP(
             metrics_at.port, site, interface=metrics_at.host)).setServiceParent(service)
-    balancer = Balancer(reactor, WorkerConnections(registry, config.workers.count).update)
+    supervisor_metrics = SupervisorMetrics(registry, config.workers.count)
+    balancer = Balancer(reactor, supervisor_metrics.connections)
 
     def balanced(address: ListenAddress, kind: bytes) -> BalancedPort:
         port = BalancedPort(reactor, address, kind, balancer)
@@ -270,7 +271,7 @@ def supervise(config: Config, plugin_args: list[str], reactor: Any) -> MultiServ
         # The workers hold the certificates and do the handshakes.
         Listener("tls", "tls.listen", lambda: balanced(tls_at, KIND_TLS)).setServiceParent(service)
     supervisor = WorkerSupervisor(config, plugin_args, reactor, metrics_dir, UdpPortDropsCollector(registry),
-                                  balancer)
+                                  balancer, supervisor_metrics.worker_restarted)
     supervisor.setServiceParent(service)
     ProcessesCollector(registry, supervisor.worker_pids)
     reactor.addSystemEventTrigger("after", "shutdown", supervisor.exit_if_failed)

@@ -153,10 +153,12 @@ class WorkerSupervisor(MultiService):
     log = Logger()
 
     def __init__(self, config: Config, plugin_args: list[str], reactor: Any, metrics_dir: str,
-                 udp_drops: UdpPortDropsCollector, balancer: Balancer) -> None:
+                 udp_drops: UdpPortDropsCollector, balancer: Balancer,
+                 restarted: Callable[[int], None]) -> None:
         super().__init__()
         self._config = config
         self._udp_drops = udp_drops
+        self._restarted = restarted
         self._plugin_args = plugin_args
         self._reactor = reactor
         self.metrics_dir = metrics_dir
@@ -234,6 +236,7 @@ class WorkerSupervisor(MultiService):
             return
         self.log.error("worker {index} exited unexpectedly: starting it again in {delay} s",
                        index=index, delay=RESTART_DELAY)
+        self._restarted(index)
         self._restarts[index] = self._reactor.callLater(RESTART_DELAY, self._spawn, index)
 
     def exit_if_failed(self) -> None:

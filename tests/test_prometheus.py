@@ -231,7 +231,7 @@ def traffic(collector, prometheus):
 
 
 # Exported only by a supervisor of workers.
-WORKERS_ONLY = {"syslog_collector_worker_connections"}
+WORKERS_ONLY = {"syslog_collector_worker_connections", "syslog_collector_worker_restarts_total"}
 
 
 def test_every_metric_used_by_dashboards_and_alerts_is_exported(collector, workers, traffic):

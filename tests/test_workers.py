@@ -103,13 +103,15 @@ def test_a_dead_worker_is_started_again(tmp_path):
     try:
         assert wait_until(lambda: len(children(process.process.pid)) == 2, timeout=30)
         assert_process_metrics_are_the_workers(process)
-        victim = children(process.process.pid)[1]
+        assert [process.sample("syslog_collector_worker_restarts_total", worker=str(i)) for i in (0, 1)] == [0, 0]
+        victim = worker_pids(process)[1]
         os.kill(victim, signal.SIGKILL)
         assert wait_until(lambda: "exited unexpectedly: starting it again" in process.log(), timeout=30)
         assert wait_until(lambda: len(children(process.process.pid)) == 2
                           and victim not in children(process.process.pid), timeout=30)
         # The supervisor's process_* follow the new worker, not the dead one.
         assert_process_metrics_are_the_workers(process)
+        assert [process.sample("syslog_collector_worker_restarts_total", worker=str(i)) for i in (0, 1)] == [0, 1]
         # Both listen again: every connection is served.
         for n in range(8):
             with process.connect_tcp() as sock:
