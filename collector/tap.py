@@ -14,7 +14,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client import CollectorRegistry, ProcessCollector, disable_created_metrics
 from prometheus_client.multiprocess import MultiProcessCollector
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -237,6 +237,10 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:  # noqa:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
+    # No "_created" sample beside each counter: they doubled what Prometheus
+    # stores and what a scrape renders (0.86 s for 1,000 firewalls, with the
+    # reactor blocked), and the multiprocess mode of workers has none anyway.
+    disable_created_metrics()
     config = options.config
     role = worker_role()
     if config.workers.count > 1 and role is None:
