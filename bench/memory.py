@@ -4,12 +4,14 @@
 
 Opens the connections, sends messages from that many distinct firewall
 hostnames over them, and prints the collector's RSS before, at the peak and
-after; then stops it.
+after, and how long a /metrics scrape then takes (the reactor renders it,
+so nothing else runs meanwhile); then stops it.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -59,6 +61,14 @@ def main() -> None:
         time.sleep(0.5)
     print(f"{args.messages} messages from {args.hosts} hosts: RSS {rss(pid) / 1e6:.1f} MB, "
           f"peak {peak_rss(pid) / 1e6:.1f} MB")
+    seconds = []
+    for _ in range(5):
+        start = time.perf_counter()
+        body = collector.scrape()
+        seconds.append(time.perf_counter() - start)
+    series = sum(1 for row in body.splitlines() if row and not row.startswith("#"))
+    print(f"a scrape: {series} series, {len(body) / 1e6:.1f} MB, {statistics.median(seconds):.2f} s "
+          f"(median of 5)")
     for sock in sockets:
         sock.close()
     collector.terminate()
