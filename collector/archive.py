@@ -288,9 +288,15 @@ class FileArchive(Service):
                 return file
             self._close(key)
         host, day = key
-        directory = self.root / host
-        directory.mkdir(parents=True, exist_ok=True)
-        file = open(directory / f"{day}.log", "a+b")  # readable, to check its last byte
+        path = self.root / host / f"{day}.log"
+        try:
+            file = open(path, "a+b")  # readable, to check its last byte
+        except FileNotFoundError:
+            # A new host, or its directory removed since: only then is it made,
+            # since with more hosts than max_open_files files are opened again
+            # at every flush.
+            path.parent.mkdir(parents=True, exist_ok=True)
+            file = open(path, "a+b")
         self._mark_torn_line(file, key)
         self._files[key] = file
         while len(self._files) > self._max_open_files:
