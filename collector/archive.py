@@ -87,7 +87,7 @@ class FileArchive(Service):
         clock: IReactorTime,
         *,
         fsync: bool = False,
-        max_open_files: int = 256,
+        max_open_files: int = 1024,
         retry_buffer_bytes: int = RETRY_BUFFER_BYTES,
         compress: bool = True,
         retention_days: int = 0,

@@ -195,7 +195,8 @@ class ArchiveSettings:
     flush_interval_seconds: float = _setting(
         1.0, _positive_seconds, "buffered lines are written at least this often")
     fsync: bool = _setting(False, _typed(bool, "true or false"), "fsync archive files after each flush")
-    max_open_files: int = _setting(256, _positive_int, "archive files kept open at once (LRU)")
+    max_open_files: int = _setting(
+        1024, _positive_int, "archive files kept open at once (LRU); at least the number of firewalls")
     compress: bool = _setting(True, _typed(bool, "true or false"), "gzip closed days' files")
     retention_days: int = _setting(
         0, _non_negative_int, "days kept before today; older files are removed (0: keep all)")

@@ -9,6 +9,7 @@ fake one.
 from __future__ import annotations
 
 import pwd
+import resource
 import signal
 from collections.abc import Callable
 from functools import partial
@@ -242,12 +243,36 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:  # noqa:
     # reactor blocked), and the multiprocess mode of workers has none anyway.
     disable_created_metrics()
     config = options.config
+    allow_descriptors(config)
     role = worker_role()
     if config.workers.count > 1 and role is None:
         return supervise(config, options.plugin_args(), reactor)
     service = build(config, reactor, role)
     ReloadOnHangup(service, options["config"], reactor).setServiceParent(service)
     return service
+
+
+# Descriptors besides connections and archive files: listeners, the log, the
+# workers' pipes and channels, the thread pool's, /proc reads at scrape time.
+SPARE_DESCRIPTORS = 128
+_log = Logger()
+
+
+def allow_descriptors(config: Config) -> None:
+    """Raise the soft limit on open files to what the configured limits need,
+    as far as the hard limit allows; warn when it does not allow enough."""
+    needed = config.limits.max_connections + config.archive.max_open_files + SPARE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    allowed = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if allowed > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (allowed, hard))
+    if allowed < needed:
+        _log.warn(
+            "the hard limit on open files is {hard}, but limits.max_connections and "
+            "archive.max_open_files need {needed}: raise it (LimitNOFILE= in the systemd unit, "
+            "ulimit -Hn) or lower them", hard=hard, needed=needed)
 
 
 def supervise(config: Config, plugin_args: list[str], reactor: Any) -> MultiService:

@@ -37,7 +37,8 @@ class CollectorProcess:
     """A collector on free loopback ports, its log in ``workdir/collector.log``."""
 
     def __init__(self, workdir: Path, *args: str, config: str | None = None,
-                 listeners: frozenset[str] = frozenset({"udp", "tcp", "metrics"})) -> None:
+                 listeners: frozenset[str] = frozenset({"udp", "tcp", "metrics"}),
+                 preexec_fn=None) -> None:
         self.workdir = workdir
         self.archive = workdir / "archive"
         self.log_path = workdir / "collector.log"
@@ -48,7 +49,7 @@ class CollectorProcess:
             command += ["--config", config]
         command += list(args)
         env = dict(os.environ, PYTHONPATH=str(REPO))
-        self.process = subprocess.Popen(command, cwd=workdir, env=env,
+        self.process = subprocess.Popen(command, cwd=workdir, env=env, preexec_fn=preexec_fn,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.ports = self._wait_for_ports(listeners)
 

@@ -1,5 +1,6 @@
 """A real ``twistd -n syslog-collector`` process, real sockets, the whole path."""
 
+import resource
 import signal
 import socket
 import threading
@@ -150,3 +151,35 @@ def test_sigint_stops_gracefully_too(collector):
     collector.process.send_signal(signal.SIGINT)
     assert collector.process.wait(30) in (0, -signal.SIGINT)
     assert collector.archived("fw-int") == [b"<13>1 - fw-int app - - - Engine: Shutdown."]
+
+
+def open_files_limit(pid):
+    """The soft and hard limits on open files of process ``pid``."""
+    with open(f"/proc/{pid}/limits") as limits:
+        row = next(line for line in limits if line.startswith("Max open files"))
+    return tuple(resource.RLIM_INFINITY if value == "unlimited" else int(value) for value in row.split()[3:5])
+
+
+@pytest.mark.parametrize("lower_hard", [False, True], ids=["hard-limit-enough", "hard-limit-too-low"])
+def test_the_open_files_limit_is_raised_for_connections_and_archive_files(tmp_path, lower_hard):
+    hard = 1000 if lower_hard else resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    config = tmp_path / "collector.toml"
+    config.write_text("[limits]\nmax_connections = 3000\n[archive]\nmax_open_files = 2000\n")
+    process = CollectorProcess(tmp_path, config=str(config),
+                               preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+    try:
+        needed = 3000 + 2000 + 128
+        if not lower_hard:
+            assert hard >= needed, "this machine's hard limit on open files is too low for the test"
+            assert open_files_limit(process.process.pid) == (needed, hard)
+            assert "hard limit on open files" not in process.log()
+        else:
+            # It runs all the same, as far as the hard limit allows, and says what to raise.
+            assert open_files_limit(process.process.pid) == (hard, hard)
+            assert (f"the hard limit on open files is {hard}, but limits.max_connections and "
+                    f"archive.max_open_files need {needed}") in process.log()
+        with socket.create_connection(("127.0.0.1", process.ports["tcp"]), timeout=10) as sock:
+            sock.sendall(b"<13>1 - limits app - - - Engine: Startup.\n")
+        process.wait_for("syslog_collector_received_messages_total", 1, host="limits", transport="tcp")
+    finally:
+        process.kill()
