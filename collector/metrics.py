@@ -117,9 +117,10 @@ class CollectorMetrics:
 
     What every message counts (records, messages and bytes received) is
     added up in plain dicts, ``pending_records`` and the like, and published
-    to the Prometheus metrics by ``publish``: before every collection of the
-    registry, and every ``PUBLISH_INTERVAL`` seconds (``MetricsPublisher``)
-    for the worker processes, whose registry is never collected. Incrementing
+    to the Prometheus metrics by ``publish``, on the reactor's thread: before
+    every scrape (collector.web), and every ``PUBLISH_INTERVAL`` seconds
+    (``MetricsPublisher``) for the worker processes, whose registry is never
+    collected. Incrementing
     a prometheus_client child takes a lock, and in multiprocess mode writes a
     mmap'd file: too much to do for every message.
     """
@@ -134,8 +135,6 @@ class CollectorMetrics:
         self._pending_received: dict[tuple[HostMetrics, Transport], list[int]] = {}
         self._last_message: dict[HostMetrics, float] = {}
         self._last_engine_start: dict[HostMetrics, float] = {}
-        # First in the registry, so the metrics collected after it are current.
-        registry.register(_PublishOnCollect(self))
         self.udp_sockets = UdpSocketCollector(registry)
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
@@ -299,20 +298,6 @@ class MetricsPublisher(Service):
         if self._loop.running:
             self._loop.stop()
         self._metrics.publish()
-
-
-class _PublishOnCollect(Collector):
-    """Publishes the pending counts whenever the registry is collected; exports nothing."""
-
-    def __init__(self, metrics: CollectorMetrics) -> None:
-        self._metrics = metrics
-
-    def describe(self) -> list[Any]:
-        return []
-
-    def collect(self) -> Iterator[Any]:
-        self._metrics.publish()
-        return iter(())
 
 
 class UdpSocketCollector(Collector):

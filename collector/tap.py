@@ -282,7 +282,7 @@ def supervise(config: Config, plugin_args: list[str], reactor: Any) -> MultiServ
     MultiProcessCollector(registry, path=metrics_dir)
     service = MultiService()
     if (metrics_at := config.listen.metrics) is not None:
-        site = Site(root_resource(registry))
+        site = Site(root_resource(registry, reactor))
         site.noisy = False
         Listener("metrics", "listen.metrics", lambda: reactor.listenTCP(
             metrics_at.port, site, interface=metrics_at.host)).setServiceParent(service)
@@ -336,7 +336,7 @@ def build(config: Config, reactor: Any, role: WorkerRole | None = None) -> Colle
     MetricsPublisher(metrics, reactor).setServiceParent(service)
     listen = config.listen
     if (metrics_at := listen.metrics) is not None:
-        site = Site(root_resource(registry))
+        site = Site(root_resource(registry, reactor, metrics.publish))
         site.noisy = False
         Listener("metrics", "listen.metrics", lambda: reactor.listenTCP(
             metrics_at.port, site, interface=metrics_at.host)).setServiceParent(service)

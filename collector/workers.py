@@ -193,7 +193,8 @@ class WorkerSupervisor(MultiService):
 
     def worker_pids(self) -> dict[int, int]:
         """The process ID of each running worker, by index."""
-        return {index: process.pid for index, (protocol, process) in self._workers.items()
+        # Read from the thread that renders /metrics: list() copies the dict at once.
+        return {index: process.pid for index, (protocol, process) in list(self._workers.items())
                 if not protocol.ended.called and process.pid is not None}
 
     def _args(self) -> list[str]:

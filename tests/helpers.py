@@ -31,6 +31,7 @@ class Bench:
             metrics=self.metrics, clock=self.clock, syslog_timezone=UTC)
 
     def value(self, name: str, **labels: str) -> float | None:
+        self.metrics.publish()
         return self.registry.get_sample_value(name, labels)
 
     def archived(self, host: str | None = None) -> list[bytes]:

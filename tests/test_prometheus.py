@@ -83,6 +83,7 @@ def per_host_metrics():
     lines = [line for lines in TRAFFIC.values() for line in lines]
     bench.pipeline.receive([b"<13>1 2025-11-25T12:00:00Z gw app - - - " + line for line in lines],
                            Sender.from_address("192.0.2.1", 1), Transport.UDP)
+    bench.metrics.publish()
     return {sample.name for family in bench.registry.collect() for sample in family.samples
             if "host" in sample.labels}
 

@@ -1,9 +1,14 @@
 """The HTTP endpoints, served by the real reactor on a loopback port."""
 
+import threading
+
 import pytest
 import pytest_twisted
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from twisted.internet import reactor
+from twisted.python import threadable
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.server import Site
@@ -15,11 +20,29 @@ from collector.web import root_resource
 def server():
     registry = CollectorRegistry()
     Counter("syslog_collector_demo_total", "A demo counter", registry=registry).inc(3)
-    site = Site(root_resource(registry))
+    yield from serving(root_resource(registry, reactor))
+
+
+def serving(resource):
+    site = Site(resource)
     site.noisy = False
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     yield f"http://127.0.0.1:{port.getHost().port}"
     pytest_twisted.blockon(port.stopListening())
+
+
+@pytest.fixture
+def serve():
+    """Serve a resource on a loopback port until the test ends; its URL."""
+    servers = []
+
+    def start(resource):
+        servers.append(serving(resource))
+        return next(servers[-1])
+
+    yield start
+    for server in servers:
+        next(server, None)
 
 
 async def get(url, accept=None):
@@ -54,3 +77,50 @@ async def test_healthz(server):
 async def test_unknown_path_is_404(server):
     response, _ = await get(server + "/nope")
     assert response.code == 404
+
+
+class WaitsForTheReactor(Collector):
+    """Renders only once the reactor has run a timer: it would wait forever
+    if the reactor's own thread rendered it."""
+
+    def __init__(self):
+        self.timer_ran = threading.Event()
+        self.threads = []
+
+    def collect(self):
+        self.threads.append(threadable.isInIOThread())
+        assert self.timer_ran.wait(10), "the reactor did not run while /metrics rendered"
+        yield GaugeMetricFamily("syslog_collector_demo", "A demo gauge", value=1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_render_off_the_reactor_thread_after_before_render(serve):
+    registry = CollectorRegistry()
+    counter = Counter("syslog_collector_demo_total", "A demo counter", registry=registry)
+    slow = WaitsForTheReactor()
+    registry.register(slow)
+    published = []
+
+    def publish():
+        # Runs on the reactor's thread, before the rendering starts.
+        published.append(threadable.isInIOThread())
+        counter.inc(5)
+        reactor.callLater(0.2, slow.timer_ran.set)
+
+    response, body = await get(serve(root_resource(registry, reactor, publish)) + "/metrics")
+    assert response.code == 200
+    assert b"syslog_collector_demo_total 5.0" in body and b"syslog_collector_demo 1.0" in body
+    assert published == [True] and slow.threads == [False]
+
+
+class Broken(Collector):
+    def collect(self):
+        raise RuntimeError("broken collector")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_rendering_is_a_500(serve):
+    registry = CollectorRegistry()
+    registry.register(Broken())
+    response, _ = await get(serve(root_resource(registry, reactor)) + "/metrics")
+    assert response.code == 500
