@@ -4,8 +4,7 @@
 
 Opens the connections, sends messages from that many distinct firewall
 hostnames over them, and prints the collector's RSS before, at the peak and
-after, and how long a /metrics scrape then takes (the reactor renders it,
-so nothing else runs meanwhile); then stops it.
+after, and how long a /metrics scrape then takes; then stops it.
 """
 
 from __future__ import annotations
