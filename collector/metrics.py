@@ -306,9 +306,9 @@ class UdpSocketCollector(Collector):
 
     The buffer sizes are gauges, so that a supervisor of workers serves them
     too (multiprocess mode): the largest size asked for and the smallest
-    granted on an address. The drops are read from /proc here, which a
-    worker's registry never is; the supervisor reads them for the whole
-    port (``UdpPortDropsCollector``).
+    granted on an address. The drops are read when this collector is
+    scraped, which a worker's never is: a supervisor reads them for the
+    whole port (``UdpPortDropsCollector``).
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:

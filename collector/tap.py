@@ -239,8 +239,8 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:  # noqa:
 
         reactor = global_reactor
     # No "_created" sample beside each counter: they doubled what Prometheus
-    # stores and what a scrape renders (0.86 s for 1,000 firewalls, with the
-    # reactor blocked), and the multiprocess mode of workers has none anyway.
+    # stores and what a scrape renders, and the workers' multiprocess mode
+    # has none anyway.
     disable_created_metrics()
     config = options.config
     allow_descriptors(config)
