@@ -28,8 +28,7 @@ class MetricsResource(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, registry: CollectorRegistry, reactor: Any,
-                 before_render: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, registry: CollectorRegistry, reactor: Any, before_render: Callable[[], None]) -> None:
         super().__init__()
         self._registry = registry
         self._reactor = reactor

@@ -17,32 +17,26 @@ from collector.web import root_resource
 
 
 @pytest.fixture
-def server():
-    registry = CollectorRegistry()
-    Counter("syslog_collector_demo_total", "A demo counter", registry=registry).inc(3)
-    yield from serving(root_resource(registry, reactor))
+def serve():
+    """Serve a resource on a loopback port until the test ends; its URL."""
+    ports = []
 
+    def start(resource):
+        site = Site(resource)
+        site.noisy = False
+        ports.append(reactor.listenTCP(0, site, interface="127.0.0.1"))
+        return f"http://127.0.0.1:{ports[-1].getHost().port}"
 
-def serving(resource):
-    site = Site(resource)
-    site.noisy = False
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")
-    yield f"http://127.0.0.1:{port.getHost().port}"
-    pytest_twisted.blockon(port.stopListening())
+    yield start
+    for port in ports:
+        pytest_twisted.blockon(port.stopListening())
 
 
 @pytest.fixture
-def serve():
-    """Serve a resource on a loopback port until the test ends; its URL."""
-    servers = []
-
-    def start(resource):
-        servers.append(serving(resource))
-        return next(servers[-1])
-
-    yield start
-    for server in servers:
-        next(server, None)
+def server(serve):
+    registry = CollectorRegistry()
+    Counter("syslog_collector_demo_total", "A demo counter", registry=registry).inc(3)
+    return serve(root_resource(registry, reactor))
 
 
 async def get(url, accept=None):
