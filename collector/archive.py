@@ -27,7 +27,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from collector.archive_files import MaintenanceReport, maintain
-from collector.archive_line import TORN_MARKER, format_lines, format_time, line_prefix
+from collector.archive_line import TORN_MARKER, Batch, format_batch, format_time
 from collector.metrics import CollectorMetrics
 
 RETRY_BUFFER_BYTES = 64 * 1024 * 1024
@@ -45,8 +45,8 @@ def run_synchronously(function: Callable[..., Any], *args: Any, **kwargs: Any) -
 
 
 class Archive(Protocol):
-    def append(self, host: str, received_at: float, sender: bytes, messages: list[bytes]) -> None:
-        """Archive messages received together from one sender, all tagged ``host``."""
+    def append(self, received_at: float, batch: Batch) -> None:
+        """Archive messages received together (see ``archive_line.Batch``)."""
 
     @property
     def backlogged(self) -> bool:
@@ -108,8 +108,6 @@ class FileArchive(Service):
         self._failed: OrderedDict[tuple[str, str], list[bytes]] = OrderedDict()
         self._failed_bytes = 0
         self._pending_bytes = 0
-        self._prefix_time = -1.0
-        self._prefix_sender = self._prefix = b""
         self._drain_listeners: list[Callable[[], None]] = []
         self._files: OrderedDict[tuple[str, str], BinaryIO] = OrderedDict()
         self._compress = compress
@@ -196,18 +194,16 @@ class FileArchive(Service):
     def when_drained(self, callback: Callable[[], None]) -> None:
         self._drain_listeners.append(callback)
 
-    def append(self, host: str, received_at: float, sender: bytes, messages: list[bytes]) -> None:
-        if received_at != self._prefix_time or sender != self._prefix_sender:
-            # The hosts of one batch share it: formatted once a batch, not once a host.
-            self._prefix_time, self._prefix_sender = received_at, sender
-            self._prefix = line_prefix(format_time(received_at), sender)
-        key = (host, self._days.day(received_at))
-        lines = format_lines(self._prefix, messages)
-        try:
-            self._pending[key].append(lines)
-        except KeyError:
-            self._pending[key] = [lines]
-        self._pending_bytes += len(lines)
+    def append(self, received_at: float, batch: Batch) -> None:
+        day = self._days.day(received_at)
+        pending = self._pending
+        for host, lines in format_batch(format_time(received_at), batch):
+            key = (host, day)
+            try:
+                pending[key].append(lines)
+            except KeyError:
+                pending[key] = [lines]
+            self._pending_bytes += len(lines)
         if self._pending_bytes > MAX_PENDING_BYTES:
             self.flush()
 

@@ -64,22 +64,22 @@ def _second(whole: int) -> bytes:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)).encode()
 
 
-def line_prefix(stamp: bytes, sender: bytes) -> bytes:
-    """What each line of messages received together from one sender starts with."""
-    return b"%s %s " % (stamp, sender)
+# Messages received together: (host, sender, messages) each, the messages
+# (at least one) from one sender, tagged with one host.
+Batch = list[tuple[str, bytes, list[bytes]]]
 
 
-def format_lines(prefix: bytes, messages: list[bytes]) -> bytes:
-    """The archive lines of messages with the same ``line_prefix``."""
-    if not messages:
-        return b""
-    together = b"".join(messages)
+def format_batch(stamp: bytes, batch: Batch) -> list[tuple[str, bytes]]:
+    """The archive lines of each part of ``batch``, received at ``stamp``: its host and its lines."""
+    together = b"".join([b"".join(messages) for _, _, messages in batch])
     # Checked once for the whole batch: most batches need no escaping at all.
-    if together.isascii() and not _has_special(together):
-        escaped = messages
-    else:
-        escaped = [escape(message) for message in messages]
-    return prefix + (b"\n" + prefix).join(escaped) + b"\n"
+    clean = together.isascii() and not _has_special(together)
+    lines = []
+    for host, sender, messages in batch:
+        prefix = b"%s %s " % (stamp, sender)
+        escaped = messages if clean else [escape(message) for message in messages]
+        lines.append((host, prefix + (b"\n" + prefix).join(escaped) + b"\n"))
+    return lines
 
 
 @dataclass(frozen=True, slots=True)

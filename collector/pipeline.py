@@ -12,6 +12,7 @@ message of its shape, read in full; any other message is read in full.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 
@@ -127,14 +128,20 @@ class Pipeline:
         ``firewall`` is the firewall a TLS client certificate names, which
         then stands in for the sender's address.
         """
+        self.receive_batches([(sender, messages)], transport, firewall)
+
+    def receive_batches(self, batches: Iterable[tuple[Sender, list[bytes]]], transport: Transport,
+                        firewall: Firewall | None = None) -> None:
+        """Process messages received together, such as the datagrams of
+        one read of a UDP socket: ``(sender, messages)`` each.
+
+        The work done once a call (the receive time, the archive's line
+        formatting) is then shared by all of them.
+        """
         received_at = self._clock.seconds()
         metrics = self._metrics
-        allowed = len(messages) if not self._rate else self._allowance(sender, len(messages), received_at)
-        # Archived per host and batch: a TCP chunk holds many messages of few hosts.
-        archived: dict[str, tuple[HostMetrics, list[bytes]]] = {}
-        # Each HOSTNAME is resolved once a batch: the host, its metrics, its
-        # messages, and whether it is counted under "other" (metrics.max_hosts).
-        hostnames: dict[bytes | None, tuple[SourceHost, HostMetrics, list[bytes], bool]] = {}
+        # Archived per host and sender: a TCP chunk holds many messages of few hosts.
+        archived: dict[tuple[str, bytes], tuple[HostMetrics, list[bytes]]] = {}
         pending_records = metrics.pending_records
         header_errors = overflowed = 0
         # Counted per batch too: a flood over the rate limit, or a firewall
@@ -142,42 +149,48 @@ class Pipeline:
         rate_limited: dict[HostMetrics, int] = {}
         mismatched: dict[HostMetrics, int] = {}
         summaries = self._summaries
-        for index, raw in enumerate(messages):
-            # Most messages take a common shape, whose summary is read once.
-            shape = COMMON_SHAPE.match(raw)
-            if shape is not None:
-                hostname = shape["host"]
-            else:
-                envelope = syslog.envelope(raw)
-                if envelope.header_error is not None:
-                    header_errors += 1
-                hostname = envelope.hostname
-            known = hostnames.get(hostname)
-            if known is None:
-                known = hostnames[hostname] = self._resolve(hostname, sender, firewall, archived)
-            host, host_metrics, raws, overflow = known
-            if overflow:
-                overflowed += 1
-            if index >= allowed:
-                rate_limited[host_metrics] = rate_limited.get(host_metrics, 0) + 1
-                continue
-            raws.append(raw)
-            if shape is None:
-                summary = summary_in(envelope)
-            else:
-                shape_key = key_of(shape)
-                summary = summaries.get(shape_key)
-                if summary is None:
-                    summary = self._summary_of_shape(shape_key, shape)
-            key = (host_metrics, summary)
-            pending_records[key] = pending_records.get(key, 0) + 1
-            if summary.type is RecordType.ENGINE_STARTUP:
-                metrics.engine_started(host_metrics, received_at)
-            if host.hostname_mismatch:
-                mismatched[host_metrics] = mismatched.get(host_metrics, 0) + 1
-            if received_at >= host_metrics.next_skew_check:
-                # Once a second per host: only then is the whole header read.
-                self._observe_skew(host_metrics, syslog.parse(raw), received_at, host.firewall)
+        for sender, messages in batches:
+            allowed = len(messages) if not self._rate else self._allowance(sender, len(messages), received_at)
+            # Each HOSTNAME is resolved once a sender and call: the host, its
+            # metrics, its messages, and whether it is counted under "other"
+            # (metrics.max_hosts).
+            hostnames: dict[bytes | None, tuple[SourceHost, HostMetrics, list[bytes], bool]] = {}
+            for index, raw in enumerate(messages):
+                # Most messages take a common shape, whose summary is read once.
+                shape = COMMON_SHAPE.match(raw)
+                if shape is not None:
+                    hostname = shape["host"]
+                else:
+                    envelope = syslog.envelope(raw)
+                    if envelope.header_error is not None:
+                        header_errors += 1
+                    hostname = envelope.hostname
+                known = hostnames.get(hostname)
+                if known is None:
+                    known = hostnames[hostname] = self._resolve(hostname, sender, firewall, archived)
+                host, host_metrics, raws, overflow = known
+                if overflow:
+                    overflowed += 1
+                if index >= allowed:
+                    rate_limited[host_metrics] = rate_limited.get(host_metrics, 0) + 1
+                    continue
+                raws.append(raw)
+                if shape is None:
+                    summary = summary_in(envelope)
+                else:
+                    shape_key = key_of(shape)
+                    summary = summaries.get(shape_key)
+                    if summary is None:
+                        summary = self._summary_of_shape(shape_key, shape)
+                key = (host_metrics, summary)
+                pending_records[key] = pending_records.get(key, 0) + 1
+                if summary.type is RecordType.ENGINE_STARTUP:
+                    metrics.engine_started(host_metrics, received_at)
+                if host.hostname_mismatch:
+                    mismatched[host_metrics] = mismatched.get(host_metrics, 0) + 1
+                if received_at >= host_metrics.next_skew_check:
+                    # Once a second per host: only then is the whole header read.
+                    self._observe_skew(host_metrics, syslog.parse(raw), received_at, host.firewall)
         if header_errors:
             metrics.header_parse_errors.inc(header_errors)
         if overflowed:
@@ -186,11 +199,12 @@ class Pipeline:
             host_metrics.rate_limited.inc(count)
         for host_metrics, count in mismatched.items():
             host_metrics.hostname_mismatches.inc(count)
-        for name, (host_metrics, raws) in archived.items():
-            if not raws:  # all rate limited
-                continue
-            self._archive.append(name, received_at, sender.text, raws)
-            metrics.count_received(host_metrics, transport, len(raws), sum(map(len, raws)), received_at)
+        batch = []
+        for (name, sender_text), (host_metrics, raws) in archived.items():
+            if raws:  # else all rate limited
+                batch.append((name, sender_text, raws))
+                metrics.count_received(host_metrics, transport, len(raws), sum(map(len, raws)), received_at)
+        self._archive.append(received_at, batch)
 
     def _summary_of_shape(self, key: tuple[bytes | None, ...], shape: re.Match[bytes]) -> RecordSummary:
         """The summary of every message of a shape, read in full from one of them."""
@@ -200,7 +214,7 @@ class Pipeline:
         return summary
 
     def _resolve(self, hostname_field: bytes | None, sender: Sender, firewall: Firewall | None,
-                 archived: dict[str, tuple[HostMetrics, list[bytes]]],
+                 archived: dict[tuple[str, bytes], tuple[HostMetrics, list[bytes]]],
                  ) -> tuple[SourceHost, HostMetrics, list[bytes], bool]:
         hostname = None if hostname_field is None else hostname_field.decode("utf-8", "replace")
         if firewall is None:
@@ -208,9 +222,10 @@ class Pipeline:
         else:
             host = self.hosts.resolve_bound(firewall, hostname)
         host_metrics = self._metrics.host(host.name)
-        if host.name not in archived:
-            archived[host.name] = (host_metrics, [])
-        return host, host_metrics, archived[host.name][1], host_metrics.host != host.name
+        key = (host.name, sender.text)
+        if key not in archived:
+            archived[key] = (host_metrics, [])
+        return host, host_metrics, archived[key][1], host_metrics.host != host.name
 
     def _allowance(self, sender: Sender, wanted: int, now: float) -> int:
         bucket = self._buckets.get(sender.ip)

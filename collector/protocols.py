@@ -38,9 +38,9 @@ class SyslogDatagramProtocol(DatagramProtocol):
     """One syslog message per datagram (RFC 5426).
 
     The datagrams that one read of the socket returns (Twisted reads up to
-    256 KiB at a time) go down the pipeline together, as one batch per
-    sender, right after that read: the per-batch work is then shared as it is
-    for a TCP chunk.
+    256 KiB at a time) go down the pipeline together, right after that read,
+    as one batch per sender: the per-call work is then shared as it is for a
+    TCP chunk, even when every datagram comes from another firewall.
     """
 
     noisy = False
@@ -55,7 +55,8 @@ class SyslogDatagramProtocol(DatagramProtocol):
         self._clock = clock
         self._truncated = metrics.truncated_frames.labels(transport=Transport.UDP.value)
         self._senders: dict[tuple[str, int], Sender] = {}
-        self._batches: dict[Sender, list[bytes]] = {}
+        # Keyed by address: hashing a Sender is a Python call.
+        self._reads: dict[tuple[str, int], tuple[Sender, list[bytes]]] = {}
         self._delivery: IDelayedCall | None = None
 
     def startProtocol(self) -> None:  # noqa: N802
@@ -86,20 +87,20 @@ class SyslogDatagramProtocol(DatagramProtocol):
             if len(message) > self._max_frame:
                 message = message[:self._max_frame]
                 self._truncated.inc()
-            batch = self._batches.get(sender)
-            if batch is not None:
-                batch.append(message)
+            read = self._reads.get(addr)
+            if read is not None:
+                read[1].append(message)
                 return
-            self._batches[sender] = [message]
+            self._reads[addr] = (sender, [message])
             if self._delivery is None:
                 self._delivery = self._clock.callLater(0, self.deliver)
 
     def deliver(self) -> None:
         """Hand the datagrams received so far to the pipeline."""
         self._delivery = None
-        batches, self._batches = self._batches, {}
-        for sender, messages in batches.items():
-            self._pipeline.receive(messages, sender, Transport.UDP)
+        reads, self._reads = self._reads, {}
+        if reads:
+            self._pipeline.receive_batches(reads.values(), Transport.UDP)
 
 
 def set_receive_buffer(sock: socket.socket, size: int) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from collector.archive_line import Batch
+
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
@@ -31,5 +33,6 @@ class MemoryArchive:
         for listener in self.drain_listeners:
             listener()
 
-    def append(self, host: str, received_at: float, sender: bytes, messages: list[bytes]) -> None:
-        self.messages.extend(StoredMessage(host, received_at, sender, message) for message in messages)
+    def append(self, received_at: float, batch: Batch) -> None:
+        self.messages.extend(StoredMessage(host, received_at, sender, message)
+                             for host, sender, messages in batch for message in messages)

@@ -45,7 +45,7 @@ def test_lines_are_written_at_the_flush_interval(tmp_path, registry):
     clock = Clock()
     clock.advance(NOON)
     archive = make_archive(tmp_path, registry, clock)
-    archive.append("gw", clock.seconds(), SENDER, [b"one"])
+    archive.append(clock.seconds(), [("gw", SENDER, [b"one"])])
     path = tmp_path / "archive" / "gw" / "2026-11-25.log"
     clock.advance(0.5)
     assert not path.exists()
@@ -60,12 +60,10 @@ def test_each_line_names_its_own_receive_time_and_sender(tmp_path, registry):
     clock.advance(NOON)
     archive = make_archive(tmp_path, registry, clock)
     other = b"[2001:db8::1]:40000"
-    # One batch of two hosts, then another sender at the same time, then a later batch.
-    archive.append("gw", NOON, SENDER, [b"one"])
-    archive.append("branch", NOON, SENDER, [b"two"])
-    archive.append("gw", NOON, other, [b"three"])
-    archive.append("gw", NOON + 0.25, other, [b"four"])
-    archive.append("gw", NOON + 0.5, SENDER, [b"five"])
+    # One batch of two hosts and two senders, then later batches.
+    archive.append(NOON, [("gw", SENDER, [b"one"]), ("branch", SENDER, [b"two"]), ("gw", other, [b"three"])])
+    archive.append(NOON + 0.25, [("gw", other, [b"four"])])
+    archive.append(NOON + 0.5, [("gw", SENDER, [b"five"])])
     archive.stopService()
     lines = [parse_line(line) for line in (tmp_path / "archive" / "gw" / "2026-11-25.log").read_bytes().splitlines()]
     assert [(m.received_at, m.sender, m.message) for m in lines] == [
@@ -82,7 +80,7 @@ def test_stop_flushes_and_closes_everything(tmp_path, registry):
     clock = Clock()
     clock.advance(NOON)
     archive = make_archive(tmp_path, registry, clock)
-    archive.append("gw", clock.seconds(), SENDER, [b"last words"])
+    archive.append(clock.seconds(), [("gw", SENDER, [b"last words"])])
     archive.stopService()
     assert read(tmp_path / "archive" / "gw" / "2026-11-25.log") == [b"last words"]
     assert value(registry, "syslog_collector_archive_open_files") == 0
@@ -93,11 +91,11 @@ def test_a_new_file_each_day_and_yesterdays_file_is_closed(tmp_path, registry):
     clock = Clock()
     clock.advance(NOON + 12 * 3600 - 1.5)  # 23:59:58.5
     archive = make_archive(tmp_path, registry, clock)
-    archive.append("gw", clock.seconds(), SENDER, [b"before midnight"])
+    archive.append(clock.seconds(), [("gw", SENDER, [b"before midnight"])])
     clock.advance(1)
     assert value(registry, "syslog_collector_archive_open_files") == 1
     clock.advance(1)  # 00:00:00.5
-    archive.append("gw", clock.seconds(), SENDER, [b"after midnight"])
+    archive.append(clock.seconds(), [("gw", SENDER, [b"after midnight"])])
     clock.advance(1)
     root = tmp_path / "archive" / "gw"
     assert read(root / "2026-11-25.log.gz") == [b"before midnight"]
@@ -113,7 +111,7 @@ def test_days_follow_the_configured_zone(tmp_path, registry):
     # 23:30 UTC on Nov 25 is already Nov 26 in Prague.
     clock.advance(NOON + 11.5 * 3600)
     archive = make_archive(tmp_path, registry, clock, zone=ZoneInfo("Europe/Prague"))
-    archive.append("gw", clock.seconds(), SENDER, [b"x"])
+    archive.append(clock.seconds(), [("gw", SENDER, [b"x"])])
     archive.stopService()
     assert (tmp_path / "archive" / "gw" / "2026-11-26.log").exists()
 
@@ -124,7 +122,7 @@ def test_open_files_stay_under_the_cap(tmp_path, registry):
     archive = make_archive(tmp_path, registry, clock, max_open_files=3)
     for round_number in range(2):
         for host in range(10):
-            archive.append(f"host{host}", clock.seconds(), SENDER, [b"round %d" % round_number])
+            archive.append(clock.seconds(), [(f"host{host}", SENDER, [b"round %d" % round_number])])
         clock.advance(1)
         assert value(registry, "syslog_collector_archive_open_files") <= 3
     archive.stopService()
@@ -155,13 +153,13 @@ def test_disk_full_keeps_lines_and_writes_them_once_it_recovers(tmp_path, regist
     clock.advance(NOON)
     archive = make_archive(tmp_path, registry, clock)
     monkeypatch.setattr(collector.archive, "open", failing_open(errno.ENOSPC), raising=False)
-    archive.append("gw", clock.seconds(), SENDER, [b"kept 1"])
+    archive.append(clock.seconds(), [("gw", SENDER, [b"kept 1"])])
     clock.advance(1)
-    archive.append("gw", clock.seconds(), SENDER, [b"kept 2"])
+    archive.append(clock.seconds(), [("gw", SENDER, [b"kept 2"])])
     clock.advance(1)
     assert value(registry, "syslog_collector_archive_write_errors_total") == 2
     monkeypatch.undo()
-    archive.append("gw", clock.seconds(), SENDER, [b"after recovery"])
+    archive.append(clock.seconds(), [("gw", SENDER, [b"after recovery"])])
     clock.advance(1)
     assert read(tmp_path / "archive" / "gw" / "2026-11-25.log") == [b"kept 1", b"kept 2", b"after recovery"]
     archive.stopService()
@@ -174,7 +172,7 @@ def test_retry_buffer_is_bounded_and_overflow_counted(tmp_path, registry, monkey
     archive = make_archive(tmp_path, registry, clock, retry_buffer_bytes=3 * line_size)
     monkeypatch.setattr(collector.archive, "open", failing_open(errno.EIO), raising=False)
     for n in range(5):
-        archive.append("gw", clock.seconds(), SENDER, [b"msg %d" % n])
+        archive.append(clock.seconds(), [("gw", SENDER, [b"msg %d" % n])])
     clock.advance(1)
     assert value(registry, "syslog_collector_dropped_messages_total", reason="archive_retry_buffer_full") == 2
     monkeypatch.undo()
@@ -187,10 +185,10 @@ def test_removed_directories_are_recreated(tmp_path, registry):
     clock = Clock()
     clock.advance(NOON)
     archive = make_archive(tmp_path, registry, clock)
-    archive.append("gw", clock.seconds(), SENDER, [b"first"])
+    archive.append(clock.seconds(), [("gw", SENDER, [b"first"])])
     clock.advance(1)
     shutil.rmtree(tmp_path / "archive")
-    archive.append("gw", clock.seconds(), SENDER, [b"second"])
+    archive.append(clock.seconds(), [("gw", SENDER, [b"second"])])
     clock.advance(1)
     assert read(tmp_path / "archive" / "gw" / "2026-11-25.log") == [b"second"]
     archive.stopService()
@@ -287,11 +285,11 @@ def test_lines_for_past_days_wait_while_maintenance_runs(tmp_path, registry):
     archive = make_archive(tmp_path, registry, clock, run_in_thread=run_later)
     start_job = jobs.pop()
     start_job[0].callback(start_job[1](*start_job[2], **start_job[3]))
-    archive.append("gw", clock.seconds(), SENDER, [b"yesterday 1"])
+    archive.append(clock.seconds(), [("gw", SENDER, [b"yesterday 1"])])
     clock.advance(2)  # midnight passed: the day's maintenance starts and is still running
     d, function, args, kwargs = jobs.pop()
     # A line stamped before midnight (a clock stepped back) arrives now.
-    archive.append("gw", clock.seconds() - 1.5, SENDER, [b"yesterday 2"])
+    archive.append(clock.seconds() - 1.5, [("gw", SENDER, [b"yesterday 2"])])
     clock.advance(1)
     path = tmp_path / "archive" / "gw" / "2026-11-25.log"
     assert read(path) == [b"yesterday 1"]  # held back, not written under the compressor
@@ -311,7 +309,7 @@ def test_stop_waits_for_running_maintenance(tmp_path, registry):
     clock = Clock()
     clock.advance(NOON)
     archive = make_archive(tmp_path, registry, clock, run_in_thread=lambda *a, **k: pending)
-    archive.append("gw", clock.seconds(), SENDER, [b"x"])
+    archive.append(clock.seconds(), [("gw", SENDER, [b"x"])])
     stopped = []
     archive.stopService().addCallback(stopped.append)
     assert stopped == []
@@ -330,11 +328,11 @@ def test_backlog_signals_senders_to_wait_and_drained_after_recovery(tmp_path, re
     archive.when_drained(lambda: drained.append(clock.seconds()))
     monkeypatch.setattr(collector.archive, "open", failing_open(errno.ENOSPC), raising=False)
     for n in range(4):
-        archive.append("gw", clock.seconds(), SENDER, [b"msg %d" % n])
+        archive.append(clock.seconds(), [("gw", SENDER, [b"msg %d" % n])])
     clock.advance(1)
     assert not archive.backlogged  # 4 lines held: under half the retry buffer
     for n in range(4, 8):
-        archive.append("gw", clock.seconds(), SENDER, [b"msg %d" % n])
+        archive.append(clock.seconds(), [("gw", SENDER, [b"msg %d" % n])])
     drained.clear()
     clock.advance(1)
     assert archive.backlogged and drained == []
@@ -352,7 +350,7 @@ def test_a_large_backlog_of_pending_lines_is_flushed_at_once(tmp_path, registry,
     clock.advance(NOON)
     archive = make_archive(tmp_path, registry, clock)
     for n in range(30):
-        archive.append("gw", clock.seconds(), SENDER, [b"line %d" % n])
+        archive.append(clock.seconds(), [("gw", SENDER, [b"line %d" % n])])
     # No time has passed, yet most lines are on disk already.
     assert len(read(tmp_path / "archive" / "gw" / "2026-11-25.log")) >= 15
     archive.stopService()

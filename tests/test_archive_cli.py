@@ -32,11 +32,11 @@ def root(tmp_path):
     archive = FileArchive(tmp_path / "archive", UTC, 1.0,
                           CollectorMetrics(CollectorRegistry(), 100), clock)
     archive.startService()
-    archive.append("gw", clock.seconds(), SENDER, [AUTH])
-    archive.append("gw", clock.seconds() + 1, SENDER, [ENGINE])
+    archive.append(clock.seconds(), [("gw", SENDER, [AUTH])])
+    archive.append(clock.seconds() + 1, [("gw", SENDER, [ENGINE])])
     clock.advance(86400)
-    archive.append("gw", clock.seconds(), SENDER, [ODD])
-    archive.append("fw2", clock.seconds(), SENDER, [ENGINE])
+    archive.append(clock.seconds(), [("gw", SENDER, [ODD])])
+    archive.append(clock.seconds(), [("fw2", SENDER, [ENGINE])])
     clock.advance(1)
     archive.stopService()
     return tmp_path / "archive"
@@ -132,7 +132,7 @@ def test_torn_line_is_marked_on_reopen_and_skipped_by_readers(root, capsysbinary
     clock.advance(DAY1 + 86400 + 5)
     archive = FileArchive(root, UTC, 1.0, CollectorMetrics(CollectorRegistry(), 100), clock)
     archive.startService()
-    archive.append("gw", clock.seconds(), SENDER, [ENGINE])
+    archive.append(clock.seconds(), [("gw", SENDER, [ENGINE])])
     archive.stopService()
     assert log.read_bytes().splitlines()[-2] == TORN_MARKER
     status, out, err = run(capsysbinary, "archive", "cat", "gw", "--archive-dir", str(root),

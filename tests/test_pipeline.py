@@ -185,6 +185,48 @@ def test_rate_limit_per_sender_drops_and_counts_by_host():
     assert len(bench.archived("gw")) == 16
 
 
+
+def test_one_read_from_several_senders_resolves_each_senders_hosts():
+    hq = Firewall(name="hq", networks=(ipaddress.ip_network("192.0.2.0/30"),))
+    bench = Bench(firewalls=(hq,))
+    elsewhere = Sender.from_address("198.51.100.7", 514)
+    # The same HOSTNAME from two senders: the registered one's messages are
+    # its firewall's, the other's are tagged by their HOSTNAME.
+    bench.pipeline.receive_batches([
+        (SENDER, [b"<13>1 - gw app - - - one", b"<13>1 - gw app - - - two"]),
+        (elsewhere, [b"<13>1 - gw app - - - three"]),
+    ], Transport.UDP)
+    assert [(m.host, m.sender, m.message) for m in bench.archive.messages] == [
+        ("hq", SENDER.text, b"<13>1 - gw app - - - one"),
+        ("hq", SENDER.text, b"<13>1 - gw app - - - two"),
+        ("gw", elsewhere.text, b"<13>1 - gw app - - - three"),
+    ]
+    assert bench.value("syslog_collector_received_messages_total", host="hq", transport="udp") == 2.0
+    assert bench.value("syslog_collector_received_messages_total", host="gw", transport="udp") == 1.0
+    assert bench.value("syslog_collector_hostname_mismatches_total", host="hq") == 2.0
+
+
+def test_one_host_from_several_senders_in_one_read_keeps_each_sender():
+    bench = Bench()
+    other = Sender.from_address("2001:db8::1", 514)
+    bench.pipeline.receive_batches([(SENDER, [b"<13>1 - gw app - - - one"]),
+                                    (other, [b"<13>1 - gw app - - - two"])], Transport.UDP)
+    assert [(m.host, m.sender) for m in bench.archive.messages] == [("gw", SENDER.text), ("gw", other.text)]
+    assert bench.value("syslog_collector_received_messages_total", host="gw", transport="udp") == 2.0
+    assert bench.value("syslog_collector_received_bytes_total", host="gw", transport="udp") == 48.0
+
+
+def test_rate_limit_applies_to_each_sender_of_a_read():
+    bench = Bench()
+    bench.pipeline = Pipeline(hosts=bench.pipeline.hosts, archive=bench.archive, metrics=bench.metrics,
+                              clock=bench.clock, syslog_timezone=UTC, max_messages_per_second_per_sender=3)
+    other = Sender.from_address("192.0.2.2", 514)
+    bench.pipeline.receive_batches([(SENDER, [b"<13>1 - gw app - - - a%d" % i for i in range(5)]),
+                                  (other, [b"<13>1 - fw app - - - b%d" % i for i in range(2)])], Transport.UDP)
+    assert len(bench.archived("gw")) == 3 and len(bench.archived("fw")) == 2
+    assert bench.value("syslog_collector_rate_limited_messages_total", host="gw") == 2.0
+    assert bench.value("syslog_collector_rate_limited_messages_total", host="fw") == 0.0
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=5))
 def test_any_bytes_from_the_wire_come_back_from_the_archive(messages):

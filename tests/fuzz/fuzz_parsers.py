@@ -13,7 +13,7 @@ import atheris
 
 with atheris.instrument_imports():
     from collector import kerio, syslog
-    from collector.archive_line import format_lines, line_prefix, parse_line
+    from collector.archive_line import format_batch, parse_line
     from collector.framing import StreamDecoder
     from collector.records import RecordSummary
     from collector.shapes import COMMON_SHAPE, key_of, msg_of
@@ -87,7 +87,7 @@ def shapes(data: bytes) -> None:
 
 
 def archive(data: bytes) -> None:
-    line = format_lines(line_prefix(b"2026-11-25T10:00:00.000000Z", b"192.0.2.1:514"), [data])
+    [(_, line)] = format_batch(b"2026-11-25T10:00:00.000000Z", [("gw", b"192.0.2.1:514", [data])])
     assert line.count(b"\n") == 1
     assert parse_line(line).message == data
 
