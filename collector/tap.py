@@ -44,7 +44,14 @@ from collector.pipeline import Pipeline
 from collector.protocols import ConnectionLimits, SyslogDatagramProtocol, SyslogStreamFactory
 from collector.tls import server_options
 from collector.web import root_resource
-from collector.workers import WorkerRole, WorkerSupervisor, listen_shared_udp, new_metrics_dir, worker_role
+from collector.workers import (
+    SupervisorLink,
+    WorkerRole,
+    WorkerSupervisor,
+    listen_shared_udp,
+    new_metrics_dir,
+    worker_role,
+)
 
 # With several workers, a past day's file is compressed once nobody wrote to it for this long.
 SHARED_FILE_QUIET_SECONDS = 120.0
@@ -378,7 +385,9 @@ def build(config: Config, reactor: Any, role: WorkerRole | None = None) -> Colle
             Listener("tls", "tls.listen",
                      lambda: reactor.listenSSL(tls_at.port, tls_streams, context, interface=tls_at.host),
                      after_stop=tls_drain).setServiceParent(service)
-    if role is not None and handed_over:
-        HandedOverConnections(reactor, role.channel, handed_over, drains).setServiceParent(service)
+    if role is not None:
+        SupervisorLink(reactor).setServiceParent(service)
+        if handed_over:
+            HandedOverConnections(reactor, role.channel, handed_over, drains).setServiceParent(service)
     return service
 

@@ -31,9 +31,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
+from twisted.internet import fdesc
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ReactorNotRunning
 from twisted.internet.protocol import DatagramProtocol, ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -140,6 +142,61 @@ class WorkerProcess(ProcessProtocol):
     def processEnded(self, reason: Failure) -> None:  # noqa: N802
         self.log.info("worker {index} ended: {reason}", index=self.index, reason=reason.getErrorMessage())
         self.ended.callback(None)
+
+
+class SupervisorLink(Service):
+    """Stops a worker whose supervisor is gone, even when it was killed.
+
+    The supervisor holds the write end of each worker's stdin and never
+    writes to it: when the supervisor's process ends, however it ends, the
+    kernel closes that end and the worker reads end-of-file. Otherwise the
+    workers of a supervisor that was killed (by the OOM killer, say) would
+    go on holding the UDP port and writing the archives, unsupervised,
+    beside a collector started in its place.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, descriptor: int = 0) -> None:
+        self._input = _EndOfInput(reactor, descriptor, self._gone)
+        self._reactor = reactor
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        self._input.startReading()
+
+    def stopService(self) -> None:  # noqa: N802
+        super().stopService()
+        self._input.stopReading()
+
+    def _gone(self) -> None:
+        if not self.running:
+            return
+        self.log.critical("the supervisor is gone: stopping this worker")
+        try:
+            self._reactor.stop()
+        except ReactorNotRunning:
+            pass  # already stopping
+
+
+class _EndOfInput(FileDescriptor):
+    """Calls ``on_end`` when a descriptor reaches end-of-file; ignores what it reads."""
+
+    def __init__(self, reactor: Any, descriptor: int, on_end: Callable[[], None]) -> None:
+        super().__init__(reactor)
+        self._descriptor = descriptor
+        self._on_end = on_end
+        fdesc.setNonBlocking(descriptor)
+
+    def fileno(self) -> int:
+        return self._descriptor
+
+    def doRead(self) -> Any:  # noqa: N802
+        return fdesc.readFromFD(self._descriptor, lambda data: None)
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+        super().connectionLost(reason)
+        self._on_end()
 
 
 class WorkerSupervisor(MultiService):

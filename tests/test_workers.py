@@ -74,6 +74,41 @@ def test_two_workers_share_the_ports_and_the_metrics(tmp_path):
         process.kill()
 
 
+
+def gone(pid):
+    """Whether process ``pid`` has ended (a zombie has, though nobody reaped it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_workers_stop_by_themselves_when_the_supervisor_is_killed(tmp_path):
+    config = tmp_path / "collector.toml"
+    # Flushed only when they stop: what they received must still reach the disk.
+    config.write_text("[workers]\ncount = 2\n[archive]\nflush_interval_seconds = 600\n")
+    process = CollectorProcess(tmp_path, config=str(config))
+    workers = []
+    try:
+        assert wait_until(lambda: len(re.findall(r"worker \d: .*taking tcp connections from the supervisor",
+                                                 process.log())) == 2, timeout=30), process.log()
+        workers = children(process.process.pid)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            for i in range(200):
+                udp.sendto(b"<13>1 - orphan app - n%d - Engine: Startup." % i, ("127.0.0.1", process.ports["udp"]))
+        process.wait_for("syslog_collector_received_messages_total", 200, host="orphan", transport="udp")
+        process.process.kill()
+        process.process.wait(10)
+        assert wait_until(lambda: all(gone(pid) for pid in workers), timeout=20), workers
+        archived = process.archived("orphan")
+        assert len(archived) == len(set(archived)) == 200
+    finally:
+        process.kill()
+        for pid in workers:
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+
 def start_time(pid):
     """What prometheus_client reads as the start time of process ``pid``."""
     return next(sample.value for family in ProcessCollector(pid=lambda: pid, registry=None).collect()
