@@ -56,7 +56,7 @@ class SyslogDatagramProtocol(DatagramProtocol):
         self._truncated = metrics.truncated_frames.labels(transport=Transport.UDP.value)
         self._senders: dict[tuple[str, int], Sender] = {}
         # Keyed by address: hashing a Sender is a Python call.
-        self._reads: dict[tuple[str, int], tuple[Sender, list[bytes]]] = {}
+        self._batches: dict[tuple[str, int], tuple[Sender, list[bytes]]] = {}
         self._delivery: IDelayedCall | None = None
 
     def startProtocol(self) -> None:  # noqa: N802
@@ -87,20 +87,20 @@ class SyslogDatagramProtocol(DatagramProtocol):
             if len(message) > self._max_frame:
                 message = message[:self._max_frame]
                 self._truncated.inc()
-            read = self._reads.get(addr)
-            if read is not None:
-                read[1].append(message)
+            batch = self._batches.get(addr)
+            if batch is not None:
+                batch[1].append(message)
                 return
-            self._reads[addr] = (sender, [message])
+            self._batches[addr] = (sender, [message])
             if self._delivery is None:
                 self._delivery = self._clock.callLater(0, self.deliver)
 
     def deliver(self) -> None:
         """Hand the datagrams received so far to the pipeline."""
         self._delivery = None
-        reads, self._reads = self._reads, {}
-        if reads:
-            self._pipeline.receive_batches(reads.values(), Transport.UDP)
+        batches, self._batches = self._batches, {}
+        if batches:
+            self._pipeline.receive_batches(batches.values(), Transport.UDP)
 
 
 def set_receive_buffer(sock: socket.socket, size: int) -> int:
