@@ -289,7 +289,7 @@ def supervise(config: Config, plugin_args: list[str], reactor: Any) -> MultiServ
     MultiProcessCollector(registry, path=metrics_dir)
     service = MultiService()
     if (metrics_at := config.listen.metrics) is not None:
-        site = Site(root_resource(registry, reactor))
+        site = Site(root_resource(registry, reactor, in_thread=True))
         site.noisy = False
         Listener("metrics", "listen.metrics", lambda: reactor.listenTCP(
             metrics_at.port, site, interface=metrics_at.host)).setServiceParent(service)

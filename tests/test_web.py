@@ -1,6 +1,7 @@
 """The HTTP endpoints, served by the real reactor on a loopback port."""
 
 import threading
+import time
 
 import pytest
 import pytest_twisted
@@ -36,6 +37,7 @@ def serve():
 def server(serve):
     registry = CollectorRegistry()
     Counter("syslog_collector_demo_total", "A demo counter", registry=registry).inc(3)
+    Counter("syslog_collector_other_total", "Another demo counter", registry=registry).inc(4)
     return serve(root_resource(registry, reactor))
 
 
@@ -51,14 +53,16 @@ async def test_metrics_in_the_prometheus_text_format(server):
     response, body = await get(server + "/metrics")
     assert response.code == 200
     assert response.headers.getRawHeaders(b"content-type")[0].startswith(b"text/plain; version=0.0.4")
-    assert b"syslog_collector_demo_total 3.0" in body
+    assert b"syslog_collector_demo_total 3.0" in body and b"syslog_collector_other_total 4.0" in body
 
 
 @pytest_twisted.ensureDeferred
 async def test_metrics_in_openmetrics_when_asked(server):
     response, body = await get(server + "/metrics", "application/openmetrics-text; version=1.0.0")
     assert response.headers.getRawHeaders(b"content-type")[0].startswith(b"application/openmetrics-text")
-    assert body.endswith(b"# EOF\n")
+    # Rendered a family at a time, and ended once.
+    assert b"syslog_collector_demo_total 3.0" in body and b"syslog_collector_other_total 4.0" in body
+    assert body.endswith(b"# EOF\n") and body.count(b"# EOF") == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -87,8 +91,39 @@ class WaitsForTheReactor(Collector):
         yield GaugeMetricFamily("syslog_collector_demo", "A demo gauge", value=1)
 
 
+class SlowFamily(Collector):
+    """Takes longer to collect than the reactor's turn (10 ms), and notes
+    what the reactor did meanwhile and on which thread it is collected."""
+
+    def __init__(self, name, timers_run):
+        self.name = name
+        self.timers_run = timers_run
+        self.seen = []
+
+    def collect(self):
+        # A timer set now runs before the next family only if the rendering yields to the reactor.
+        reactor.callLater(0, self.timers_run.append, self.name)
+        self.seen.append((threadable.isInIOThread(), list(self.timers_run)))
+        time.sleep(0.02)
+        yield GaugeMetricFamily(f"syslog_collector_{self.name}", "A demo gauge", value=1)
+
+
 @pytest_twisted.ensureDeferred
-async def test_metrics_render_off_the_reactor_thread_after_before_render(serve):
+async def test_a_collector_renders_metrics_on_the_reactor_a_few_families_a_turn(serve):
+    registry = CollectorRegistry()
+    timers_run = []
+    first, second = SlowFamily("first", timers_run), SlowFamily("second", timers_run)
+    registry.register(first)
+    registry.register(second)
+    response, body = await get(serve(root_resource(registry, reactor)) + "/metrics")
+    assert response.code == 200
+    assert b"syslog_collector_first 1.0" in body and b"syslog_collector_second 1.0" in body
+    assert first.seen == [(True, [])]
+    assert second.seen == [(True, ["first"])]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_supervisor_renders_metrics_off_the_reactor_thread_after_before_render(serve):
     registry = CollectorRegistry()
     counter = Counter("syslog_collector_demo_total", "A demo counter", registry=registry)
     slow = WaitsForTheReactor()
@@ -101,7 +136,7 @@ async def test_metrics_render_off_the_reactor_thread_after_before_render(serve):
         counter.inc(5)
         reactor.callLater(0.2, slow.timer_ran.set)
 
-    response, body = await get(serve(root_resource(registry, reactor, publish)) + "/metrics")
+    response, body = await get(serve(root_resource(registry, reactor, publish, in_thread=True)) + "/metrics")
     assert response.code == 200
     assert b"syslog_collector_demo_total 5.0" in body and b"syslog_collector_demo 1.0" in body
     assert published == [True] and slow.threads == [False]
@@ -112,9 +147,10 @@ class Broken(Collector):
         raise RuntimeError("broken collector")
 
 
+@pytest.mark.parametrize("in_thread", [False, True])
 @pytest_twisted.ensureDeferred
-async def test_a_failed_rendering_is_a_500(serve):
+async def test_a_failed_rendering_is_a_500(serve, in_thread):
     registry = CollectorRegistry()
     registry.register(Broken())
-    response, _ = await get(serve(root_resource(registry, reactor)) + "/metrics")
+    response, _ = await get(serve(root_resource(registry, reactor, in_thread=in_thread)) + "/metrics")
     assert response.code == 500
