@@ -204,7 +204,8 @@ class Pipeline:
             if raws:  # else all rate limited
                 batch.append((name, sender_text, raws))
                 metrics.count_received(host_metrics, transport, len(raws), sum(map(len, raws)), received_at)
-        self._archive.append(received_at, batch)
+        if batch:
+            self._archive.append(received_at, batch)
 
     def _summary_of_shape(self, key: tuple[bytes | None, ...], shape: re.Match[bytes]) -> RecordSummary:
         """The summary of every message of a shape, read in full from one of them."""
