@@ -6,7 +6,14 @@ open, as a file descriptor over a UNIX socket pair, the worker's *channel*
 (``SCM_RIGHTS``). With each descriptor goes one byte, ``KIND_TCP`` or
 ``KIND_TLS``, saying which listener took it. The worker adopts the
 connection (``adoptStreamConnection``) and, when it closes, writes
-``CLOSED`` back, so the supervisor knows how many each one holds.
+``CLOSED`` and the sender's address back, a line each, so the supervisor
+knows how many each one holds, and from whom.
+
+The supervisor applies ``limits.max_connections`` and
+``max_connections_per_sender`` to all the workers' connections together. A
+connection over a limit goes to a worker all the same, with a byte naming
+the limit instead of the listener: the worker counts and logs the refusal
+with its other metrics, and closes it.
 
 A hash of the senders' addresses and ports (``SO_REUSEPORT``) would leave a
 few busy senders, or one relay's few connections, on one worker about half
@@ -33,12 +40,17 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from collector.config import ListenAddress
-from collector.pipeline import RateLimitedLog
+from collector.hosts import normalize_ip
+from collector.pipeline import RateLimitedLog, Sender
+from collector.protocols import ConnectionLimits
 
 KIND_TCP = b"t"
 KIND_TLS = b"s"
 CLOSED = b"-"
 _KIND_NAMES = {KIND_TCP: "tcp", KIND_TLS: "tls"}
+# Sent instead of the kind: the connection is over this limit (ConnectionLimits.admit).
+_REFUSAL_KINDS = {"too_many_connections": b"0", "too_many_from_sender": b"1"}
+_REFUSALS = {kind: reason for reason, kind in _REFUSAL_KINDS.items()}
 # A worker finds its end of the channel at this descriptor.
 CHANNEL_FD = 3
 # Connections accepted in one go before the reactor serves others again.
@@ -50,28 +62,50 @@ _ACCEPT_RETRY_SECONDS = 1.0
 class WorkerChannel(Protocol):
     """The supervisor's end of one worker's channel."""
 
-    def __init__(self, index: int, on_change: Callable[[], None], on_lost: Callable[[WorkerChannel], None]) -> None:
+    def __init__(self, index: int, on_change: Callable[[], None], on_lost: Callable[[WorkerChannel], None],
+                 on_closed: Callable[[str], None]) -> None:
         self.index = index
-        # Connections handed to the worker and not yet reported closed.
+        # Connections handed to the worker and not yet reported closed, in
+        # all (the sum of ``senders``, kept for the choice at every hand-over) and by sender.
         self.open = 0
+        self.senders: dict[str, int] = {}
         self.handed = 0
         self._on_change = on_change
         self._on_lost = on_lost
+        self._on_closed = on_closed
+        self._partial = b""
 
-    def hand_over(self, connection: socket.socket, kind: bytes) -> bool:
-        """Send a connection to the worker; False if its channel is full or gone."""
+    def hand_over(self, connection: socket.socket, kind: bytes, sender_ip: str | None) -> bool:
+        """Send a connection to the worker; False if its channel is full or gone.
+
+        ``sender_ip`` is None for a connection handed over only to be refused.
+        """
         try:
             # Sent at once, not queued: the connection is closed here right after.
             socket.send_fds(self.transport.getHandle(), [kind], [connection.fileno()])
         except OSError:
             return False
-        self.open += 1
-        self.handed += 1
-        self._on_change()
+        if sender_ip is not None:
+            self.open += 1
+            self.senders[sender_ip] = self.senders.get(sender_ip, 0) + 1
+            self.handed += 1
+            self._on_change()
         return True
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        self.open -= data.count(CLOSED)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            sender_ip = line.removeprefix(CLOSED).decode("ascii", "replace")
+            count = self.senders.get(sender_ip, 0) - 1
+            if count < 0:
+                continue  # not one it was handed: nothing to release
+            if count:
+                self.senders[sender_ip] = count
+            else:
+                del self.senders[sender_ip]
+            self.open -= 1
+            self._on_closed(sender_ip)
         self._on_change()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
@@ -84,30 +118,43 @@ class Balancer:
     ``on_change`` is given each worker's open connections whenever they change.
     """
 
-    def __init__(self, reactor: Any, on_change: Callable[[dict[int, int]], None]) -> None:
+    def __init__(self, reactor: Any, on_change: Callable[[dict[int, int]], None], limits: ConnectionLimits) -> None:
         self._reactor = reactor
         self.channels: dict[int, WorkerChannel] = {}
         self._on_change = on_change
+        self._limits = limits
 
     def open_channel(self, index: int) -> socket.socket:
         """A new channel for worker ``index``; returns the end the worker gets."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        channel = WorkerChannel(index, self._changed, self._lost)
+        channel = WorkerChannel(index, self._changed, self._lost, self._limits.release)
         with ours:
             self._reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, OneProtocolFactory(channel))
         self.channels[index] = channel
         self._changed()
         return theirs
 
-    def hand_over(self, connection: socket.socket, kind: bytes) -> bool:
-        """Give a connection to the worker with the fewest open; False if none took it."""
+    def hand_over(self, connection: socket.socket, kind: bytes, sender_ip: str) -> bool:
+        """Give a connection to the worker with the fewest open, or to be
+        refused when it is over a limit; False if no worker took it."""
+        refusal = self._limits.admit(sender_ip)
+        if refusal is not None:
+            kind = _REFUSAL_KINDS[refusal]
+        admitted = sender_ip if refusal is None else None
         # Ties go to the worker handed fewer so far: short connections alternate too.
         for channel in sorted(self.channels.values(), key=lambda c: (c.open, c.handed)):
-            if channel.hand_over(connection, kind):
+            if channel.hand_over(connection, kind, admitted):
                 return True
+        if admitted is not None:
+            self._limits.release(admitted)
         return False
 
     def _lost(self, channel: WorkerChannel) -> None:
+        # The worker's connections ended with it.
+        for sender_ip, count in channel.senders.items():
+            for _ in range(count):
+                self._limits.release(sender_ip)
+        channel.senders.clear()
         if self.channels.get(channel.index) is channel:
             del self.channels[channel.index]
             self._changed()
@@ -194,7 +241,7 @@ class BalancedPort:
                 self._resume = self._reactor.callLater(_ACCEPT_RETRY_SECONDS, self._reactor.addReader, self)
                 return
             with connection:
-                if not self._balancer.hand_over(connection, self._kind):
+                if not self._balancer.hand_over(connection, self._kind, normalize_ip(peer[0])):
                     self._refusals.warn("no worker could take the connection from {peer}: closed it",
                                         peer=peer[0])
 
@@ -209,14 +256,17 @@ class BalancedPort:
 class ConnectionReceiver(Protocol):
     """A worker's end of its channel: adopts each connection handed over.
 
-    ``factories`` maps a kind byte to the factory its connections go to.
+    ``factories`` maps a kind byte to the factory its connections go to;
+    ``refuse`` counts and logs a connection over a limit, which is then closed.
     """
 
     log = Logger()
 
-    def __init__(self, reactor: Any, factories: dict[bytes, Factory]) -> None:
+    def __init__(self, reactor: Any, factories: dict[bytes, Factory],
+                 refuse: Callable[[Sender, str], None]) -> None:
         self._reactor = reactor
         self._factories = {kind: _ReportClosed(factory, self) for kind, factory in factories.items()}
+        self._refuse = refuse
         self._descriptors: deque[int] = deque()
 
     def fileDescriptorReceived(self, descriptor: int) -> None:  # noqa: N802
@@ -226,6 +276,14 @@ class ConnectionReceiver(Protocol):
         # One kind byte came with each descriptor, in order.
         for kind in data:
             with socket.socket(fileno=self._descriptors.popleft()) as connection:
+                refusal = _REFUSALS.get(bytes((kind,)))
+                if refusal is not None:
+                    try:
+                        host, port = connection.getpeername()[:2]
+                    except OSError:
+                        continue  # the sender is gone already
+                    self._refuse(Sender.from_address(host, port), refusal)
+                    continue
                 factory = self._factories.get(bytes((kind,)))
                 if factory is None:
                     self.log.error("the supervisor sent a connection of unknown kind {kind!r}",
@@ -234,9 +292,9 @@ class ConnectionReceiver(Protocol):
                 # Adopting duplicates the descriptor; this one is closed on leaving.
                 self._reactor.adoptStreamConnection(connection.fileno(), connection.family, factory)
 
-    def closed(self) -> None:
+    def closed(self, sender_ip: str) -> None:
         if self.transport is not None and self.connected:
-            self.transport.write(CLOSED)
+            self.transport.write(CLOSED + sender_ip.encode("ascii") + b"\n")
 
     def start(self) -> None:
         for factory in self._factories.values():
@@ -258,7 +316,7 @@ class _ReportClosed(WrappingFactory):
 
     def unregisterProtocol(self, p: ProtocolWrapper) -> None:  # noqa: N802
         super().unregisterProtocol(p)
-        self._receiver.closed()
+        self._receiver.closed(normalize_ip(p.getPeer().host))
 
 
 class HandedOverConnections(Service):
@@ -271,10 +329,10 @@ class HandedOverConnections(Service):
     log = Logger()
 
     def __init__(self, reactor: Any, channel: int, factories: dict[bytes, Factory],
-                 drains: list[Callable[[], Deferred[None]]]) -> None:
+                 drains: list[Callable[[], Deferred[None]]], refuse: Callable[[Sender, str], None]) -> None:
         self._reactor = reactor
         self._channel = channel
-        self._receiver = ConnectionReceiver(reactor, factories)
+        self._receiver = ConnectionReceiver(reactor, factories, refuse)
         self._kinds = ", ".join(_KIND_NAMES[kind] for kind in factories)
         self._drains = drains
 

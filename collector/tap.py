@@ -294,7 +294,9 @@ def supervise(config: Config, plugin_args: list[str], reactor: Any) -> MultiServ
         Listener("metrics", "listen.metrics", lambda: reactor.listenTCP(
             metrics_at.port, site, interface=metrics_at.host)).setServiceParent(service)
     supervisor_metrics = SupervisorMetrics(registry, config.workers.count)
-    balancer = Balancer(reactor, supervisor_metrics.connections)
+    limits = config.limits
+    balancer = Balancer(reactor, supervisor_metrics.connections,
+                        ConnectionLimits(limits.max_connections, limits.max_connections_per_sender))
 
     def balanced(address: ListenAddress, kind: bytes) -> BalancedPort:
         port = BalancedPort(reactor, address, kind, balancer)
@@ -388,6 +390,7 @@ def build(config: Config, reactor: Any, role: WorkerRole | None = None) -> Colle
     if role is not None:
         SupervisorLink(reactor).setServiceParent(service)
         if handed_over:
-            HandedOverConnections(reactor, role.channel, handed_over, drains).setServiceParent(service)
+            HandedOverConnections(reactor, role.channel, handed_over, drains,
+                                  pipeline.refuse_connection).setServiceParent(service)
     return service
 

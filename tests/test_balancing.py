@@ -16,6 +16,7 @@ from twisted.logger import globalLogPublisher
 
 from collector.balancing import KIND_TCP, KIND_TLS, BalancedPort, Balancer, ConnectionReceiver, OneProtocolFactory
 from collector.config import ListenAddress
+from collector.protocols import ConnectionLimits
 
 
 class Echo(Protocol):
@@ -46,8 +47,11 @@ class Worker:
         # The reply names the worker and the factory: "w1-t" is worker 1's TCP factory.
         self.name = b"w%d-t" % index
         self.tls_name = b"w%d-s" % index
+        # The connections it was told to refuse: (sender address, reason).
+        self.refused = []
         self.receiver = ConnectionReceiver(
-            reactor, {kind: EchoFactory(b"w%d-%s" % (index, kind)) for kind in kinds})
+            reactor, {kind: EchoFactory(b"w%d-%s" % (index, kind)) for kind in kinds},
+            lambda sender, reason: self.refused.append((sender.ip, reason)))
         self.receiver.start()
         reactor.adoptStreamConnection(channel.fileno(), socket.AF_UNIX, OneProtocolFactory(self.receiver))
         channel.close()
@@ -80,9 +84,9 @@ class Supervisor:
     def __init__(self):
         self.ports, self.workers, self.clients = [], [], []
 
-    def start(self, kind=KIND_TCP, workers=2, host="127.0.0.1"):
+    def start(self, kind=KIND_TCP, workers=2, host="127.0.0.1", limits=None):
         self.counts = []
-        self.balancer = Balancer(reactor, self.counts.append)
+        self.balancer = Balancer(reactor, self.counts.append, limits or ConnectionLimits(100, 100))
         self.workers = [Worker(index, self.balancer.open_channel(index), (KIND_TCP, KIND_TLS))
                         for index in range(workers)]
         self.port = BalancedPort(reactor, ListenAddress(host, 0), kind, self.balancer)
@@ -155,7 +159,7 @@ def test_connections_alternate_and_go_where_fewest_are_open(supervisor):
 def test_the_receiver_starts_and_stops_its_factories():
     # As a listening port would: their timers (idle connections) run meanwhile.
     factories = {KIND_TCP: EchoFactory(b"t"), KIND_TLS: EchoFactory(b"s")}
-    receiver = ConnectionReceiver(reactor, factories)
+    receiver = ConnectionReceiver(reactor, factories, lambda sender, reason: None)
     receiver.start()
     assert all(f.running for f in factories.values())
     receiver.stop()
@@ -238,3 +242,48 @@ def test_out_of_descriptors_accepting_pauses_and_resumes(supervisor, log_events)
     client.send(b"x")
     yield until(lambda: readable(client))
     assert client.recv(10) == s.workers[0].name + b":x"
+
+
+def refusals(s):
+    return [refusal for worker in s.workers for refusal in worker.refused]
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_limit_per_sender_holds_across_the_workers(supervisor):
+    s = supervisor.start(limits=ConnectionLimits(100, 3))
+    clients = []
+    for _ in range(3):
+        clients.append((yield s.ask()))
+    assert s.counts[-1] == {0: 2, 1: 1}
+    # The fourth would be the second on worker 1: over the limit all the same.
+    refused = s.connect()
+    yield until(lambda: refusals(s) == [("127.0.0.1", "too_many_from_sender")])
+    assert refused.recv(10) == b""  # closed
+    assert s.counts[-1] == {0: 2, 1: 1}
+    # A connection that closes makes room for another.
+    clients[0][0].close()
+    yield until(lambda: sum(s.counts[-1].values()) == 2)
+    yield s.ask()
+    assert len(refusals(s)) == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_limit_in_all_holds_across_the_workers(supervisor):
+    s = supervisor.start(limits=ConnectionLimits(2, 100))
+    for _ in range(2):
+        yield s.ask()
+    refused = s.connect()
+    yield until(lambda: refusals(s) == [("127.0.0.1", "too_many_connections")])
+    assert refused.recv(10) == b""
+    assert s.counts[-1] == {0: 1, 1: 1}
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_worker_that_is_gone_frees_its_connections_places(supervisor):
+    s = supervisor.start(limits=ConnectionLimits(2, 100))
+    for _ in range(2):
+        yield s.ask()
+    s.workers[1].stop()
+    yield until(lambda: list(s.balancer.channels) == [0])
+    _, name = yield s.ask()
+    assert name == s.workers[0].name and refusals(s) == []

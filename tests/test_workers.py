@@ -75,6 +75,32 @@ def test_two_workers_share_the_ports_and_the_metrics(tmp_path):
 
 
 
+
+def test_connection_limits_hold_for_all_the_workers_together(tmp_path):
+    config = tmp_path / "collector.toml"
+    config.write_text("[workers]\ncount = 2\n[limits]\nmax_connections = 5\nmax_connections_per_sender = 3\n")
+    process = CollectorProcess(tmp_path, config=str(config))
+    try:
+        assert wait_until(lambda: len(re.findall(r"worker \d: .*taking tcp connections from the supervisor",
+                                                 process.log())) == 2, timeout=30), process.log()
+        from_one = [process.connect_tcp() for _ in range(4)]
+        process.wait_for("syslog_collector_refused_connections_total", 1, reason="too_many_from_sender")
+        assert from_one[3].recv(10) == b""  # the fourth, closed
+        assert [process.sample("syslog_collector_worker_connections", worker=str(i)) for i in (0, 1)] == [2, 1]
+        # Three more from another loopback address: two fit under the limit in all.
+        others = []
+        for _ in range(3):
+            sock = socket.socket()
+            sock.bind(("127.0.0.2", 0))
+            sock.connect(("127.0.0.1", process.ports["tcp"]))
+            others.append(sock)
+        process.wait_for("syslog_collector_refused_connections_total", 1, reason="too_many_connections")
+        assert sum(process.sample("syslog_collector_worker_connections", worker=str(i)) for i in (0, 1)) == 5
+        for sock in from_one + others:
+            sock.close()
+    finally:
+        process.kill()
+
 def gone(pid):
     """Whether process ``pid`` has ended (a zombie has, though nobody reaped it)."""
     try:
