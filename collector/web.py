@@ -71,18 +71,21 @@ class MetricsResource(Resource):
         if self._in_thread:
             body = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), encoder, self._registry)
         else:
-            body = self._render_by_family(encoder)
+            body = self._render_by_family(encoder, gone)
         body.addCallbacks(rendered, failed)
         return NOT_DONE_YET
 
-    def _render_by_family(self, encoder: Callable[[Any], bytes]) -> Deferred[bytes]:
-        """Render each family alone, a few of them a turn of the reactor."""
+    def _render_by_family(self, encoder: Callable[[Any], bytes], gone: list[Failure]) -> Deferred[bytes]:
+        """Render each family alone, a few of them a turn of the reactor,
+        until the end or until the client is ``gone``."""
         parts: list[bytes] = []
 
         def each_family() -> Iterator[None]:
             for family in self._registry.collect():
                 parts.append(encoder(_Families([family])))
                 yield None
+                if gone:  # checked before the next family is collected
+                    return
 
         # What the format ends with once (OpenMetrics: "# EOF"), not after each family.
         end = encoder(_Families([]))

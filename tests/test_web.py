@@ -1,5 +1,6 @@
 """The HTTP endpoints, served by the real reactor on a loopback port."""
 
+import socket
 import threading
 import time
 
@@ -9,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from twisted.internet import reactor
+from twisted.internet.task import deferLater
 from twisted.python import threadable
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
@@ -121,6 +123,21 @@ async def test_a_collector_renders_metrics_on_the_reactor_a_few_families_a_turn(
     assert first.seen == [(True, [])]
     assert second.seen == [(True, ["first"])]
 
+
+@pytest_twisted.ensureDeferred
+async def test_a_rendering_stops_when_the_client_is_gone(serve):
+    registry = CollectorRegistry()
+    families = [SlowFamily(name, []) for name in ("first", "second", "third")]
+    for family in families:
+        registry.register(family)
+    url = serve(root_resource(registry, reactor))
+    port = int(url.rpartition(":")[2])
+    # A client that asks and leaves at once, as a scrape that timed out would.
+    client = socket.create_connection(("127.0.0.1", port))
+    client.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    client.close()
+    await deferLater(reactor, 0.5, lambda: None)
+    assert [len(family.seen) for family in families] == [1, 0, 0]
 
 @pytest_twisted.ensureDeferred
 async def test_a_supervisor_renders_metrics_off_the_reactor_thread_after_before_render(serve):
