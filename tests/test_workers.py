@@ -24,13 +24,21 @@ def children(pid):
 
 
 
-def test_two_workers_share_the_ports_and_the_metrics(tmp_path):
+def two_workers(tmp_path, settings=""):
+    """A supervisor of two workers that both take connections; the caller kills it."""
     config = tmp_path / "collector.toml"
-    config.write_text("[workers]\ncount = 2\n[archive]\nflush_interval_seconds = 0.2\n")
+    config.write_text("[workers]\ncount = 2\n" + settings)
     process = CollectorProcess(tmp_path, config=str(config))
+    if not wait_until(lambda: len(re.findall(r"worker \d: .*taking tcp connections from the supervisor",
+                                             process.log())) == 2, timeout=30):
+        process.kill()
+        raise AssertionError(process.log())
+    return process
+
+
+def test_two_workers_share_the_ports_and_the_metrics(tmp_path):
+    process = two_workers(tmp_path, "[archive]\nflush_interval_seconds = 0.2\n")
     try:
-        assert wait_until(lambda: len(re.findall(r"worker \d: .*taking tcp connections from the supervisor",
-                                                 process.log())) == 2, timeout=30), process.log()
         assert len(re.findall(r"worker \d: .*listening udp on", process.log())) == 2
         workers = children(process.process.pid)
         assert len(workers) == 2
@@ -77,12 +85,8 @@ def test_two_workers_share_the_ports_and_the_metrics(tmp_path):
 
 
 def test_connection_limits_hold_for_all_the_workers_together(tmp_path):
-    config = tmp_path / "collector.toml"
-    config.write_text("[workers]\ncount = 2\n[limits]\nmax_connections = 5\nmax_connections_per_sender = 3\n")
-    process = CollectorProcess(tmp_path, config=str(config))
+    process = two_workers(tmp_path, "[limits]\nmax_connections = 5\nmax_connections_per_sender = 3\n")
     try:
-        assert wait_until(lambda: len(re.findall(r"worker \d: .*taking tcp connections from the supervisor",
-                                                 process.log())) == 2, timeout=30), process.log()
         from_one = [process.connect_tcp() for _ in range(4)]
         process.wait_for("syslog_collector_refused_connections_total", 1, reason="too_many_from_sender")
         assert from_one[3].recv(10) == b""  # the fourth, closed
@@ -111,14 +115,10 @@ def gone(pid):
 
 
 def test_workers_stop_by_themselves_when_the_supervisor_is_killed(tmp_path):
-    config = tmp_path / "collector.toml"
     # Flushed only when they stop: what they received must still reach the disk.
-    config.write_text("[workers]\ncount = 2\n[archive]\nflush_interval_seconds = 600\n")
-    process = CollectorProcess(tmp_path, config=str(config))
+    process = two_workers(tmp_path, "[archive]\nflush_interval_seconds = 600\n")
     workers = []
     try:
-        assert wait_until(lambda: len(re.findall(r"worker \d: .*taking tcp connections from the supervisor",
-                                                 process.log())) == 2, timeout=30), process.log()
         workers = children(process.process.pid)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             for i in range(200):
