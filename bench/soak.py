@@ -44,19 +44,25 @@ def rss_and_fds(pid: int) -> tuple[int, int]:
     return rss, fds
 
 
+def connect_from(address: str, port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(address, 0))
+
+
 class TcpSender(threading.Thread):
     """Sends ``rate`` messages/s with sequence numbers; reconnects now and then."""
 
-    def __init__(self, collector: CollectorProcess, name: str, rate: float, stop: threading.Event) -> None:
+    def __init__(self, collector: CollectorProcess, name: str, rate: float, stop: threading.Event,
+                 first_reconnect: float) -> None:
         super().__init__(daemon=True)
         self.collector, self.name_, self.rate, self.stop = collector, name, rate, stop
+        self.first_reconnect = first_reconnect
         self.sent = 0
         self.reconnects = 0
 
     def run(self) -> None:
         sock = self.collector.connect_tcp()
         start = time.monotonic()
-        next_reconnect = start + 45
+        next_reconnect = start + self.first_reconnect
         while not self.stop.is_set():
             due = int((time.monotonic() - start) * self.rate)
             if due > self.sent:
@@ -88,7 +94,9 @@ def main() -> None:
     collector = CollectorProcess(workdir, config=str(config))
     pid = collector.process.pid
     stop = threading.Event()
-    senders = [TcpSender(collector, f"soak-{i}", args.rate / args.connections, stop)
+    # Reconnecting a second apart: a connection's place under the per-sender
+    # limit is free only once the collector has seen it close.
+    senders = [TcpSender(collector, f"soak-{i}", args.rate / args.connections, stop, 45 + i)
                for i in range(args.connections)]
     for sender in senders:
         sender.start()
@@ -101,8 +109,6 @@ def main() -> None:
     start = time.monotonic()
     end = start + args.minutes * 60
     next_sample = next_hup = start
-    # The first burst of connections over the per-sender limit comes once the
-    # senders are connected: otherwise one of them could be the one refused.
     next_move = start + 5
     print(f"soak: {args.minutes} min, {args.rate:.0f} TCP msgs/s over {args.connections} connections, "
           f"{args.workers} worker(s), work dir {workdir}")
@@ -124,8 +130,9 @@ def main() -> None:
                     if not day_file.compressed:
                         os.rename(day_file.path, moved / f"{day_file.day}-{int(now)}.log")
                 collector.process.send_signal(signal.SIGHUP)
-                # Connections over the per-sender limit are refused, not piled up.
-                extra = [collector.connect_tcp() for _ in range(10)]
+                # Connections over the per-sender limit are refused, not piled up;
+                # from another address, so that the senders' own stay under it.
+                extra = [connect_from("127.0.0.2", collector.ports["tcp"]) for _ in range(10)]
                 next_move += 60
             if now >= next_sample:
                 rss, fds = rss_and_fds(pid)
