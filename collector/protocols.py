@@ -77,23 +77,27 @@ class SyslogDatagramProtocol(DatagramProtocol):
         self._metrics.udp_sockets.forget(self._socket)
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:  # noqa: N802
-        sender = self._senders.get(addr)
-        if sender is None:
-            if len(self._senders) >= _SENDER_CACHE_LIMIT:
-                self._senders.clear()
-            sender = self._senders[addr] = Sender.from_address(addr[0], addr[1])
-        if datagram and self._pipeline.accepts(sender):
-            message = datagram_message(datagram)
-            if len(message) > self._max_frame:
-                message = message[:self._max_frame]
-                self._truncated.inc()
-            batch = self._batches.get(addr)
-            if batch is not None:
-                batch[1].append(message)
+        if not datagram:
+            return
+        batch = self._batches.get(addr)
+        if batch is None:
+            # The first datagram of this read from the address: the sender is
+            # checked once a read, not once a datagram.
+            sender = self._senders.get(addr)
+            if sender is None:
+                if len(self._senders) >= _SENDER_CACHE_LIMIT:
+                    self._senders.clear()
+                sender = self._senders[addr] = Sender.from_address(addr[0], addr[1])
+            if not self._pipeline.accepts(sender):
                 return
-            self._batches[addr] = (sender, [message])
+            batch = self._batches[addr] = (sender, [])
             if self._delivery is None:
                 self._delivery = self._clock.callLater(0, self.deliver)
+        message = datagram_message(datagram)
+        if len(message) > self._max_frame:
+            message = message[:self._max_frame]
+            self._truncated.inc()
+        batch[1].append(message)
 
     def deliver(self) -> None:
         """Hand the datagrams received so far to the pipeline."""
