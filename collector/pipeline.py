@@ -27,7 +27,7 @@ from collector.kerio import summarize, summary_in
 from collector.metrics import CollectorMetrics, HostMetrics
 from collector.ratelimit import TokenBucket
 from collector.records import RecordSummary, RecordType, Transport
-from collector.shapes import COMMON_SHAPE, key_of, msg_of
+from collector.shapes import COMMON_SHAPE, HOST_FIELD, KEY_FIELDS, msg_of
 
 # Refusals and rate limiting are logged at most this often.
 LOG_INTERVAL = 10.0
@@ -159,7 +159,9 @@ class Pipeline:
                 # Most messages take a common shape, whose summary is read once.
                 shape = COMMON_SHAPE.match(raw)
                 if shape is not None:
-                    hostname = shape["host"]
+                    # One call for every field: cheaper than asking for each.
+                    fields = shape.groups()
+                    hostname = fields[HOST_FIELD]
                 else:
                     envelope = syslog.envelope(raw)
                     if envelope.header_error is not None:
@@ -178,7 +180,7 @@ class Pipeline:
                 if shape is None:
                     summary = summary_in(envelope)
                 else:
-                    shape_key = key_of(shape)
+                    shape_key = fields[KEY_FIELDS]
                     summary = summaries.get(shape_key)
                     if summary is None:
                         summary = self._summary_of_shape(shape_key, shape)

@@ -11,8 +11,10 @@ summary is read from.
 The contract, held by tests against the full reading:
 
 - a message that matches has no header error, its HOSTNAME is the ``host``
-  group, and its summary is ``kerio.summarize(msg_of(shape))``;
-- two messages that match with equal ``key_of`` have the same summary.
+  group (``shape.groups()[HOST_FIELD]``), and its summary is
+  ``kerio.summarize(msg_of(shape))``;
+- two messages that match with equal keys (``shape.groups()[KEY_FIELDS]``)
+  have the same summary.
 
 So the pipeline reads one message of each key in full and reuses its
 summary for the others: a shape decides nothing by itself. A message of any
@@ -100,15 +102,12 @@ COMMON_SHAPE = re.compile(
     _HEADER + _EVENT_TIME
     + rb"(?:" + rb"|".join((_ANTI_SPOOFING, _IPS, _AUTHENTICATION, _FTP, _ENGINE, _NO_MARKER)) + rb")"
 )
-_MSG = COMMON_SHAPE.groupindex["msg"]
-_KEY_GROUPS = tuple(range(_MSG + 1, COMMON_SHAPE.groups + 1))
-
-
-def key_of(shape: re.Match[bytes]) -> tuple[bytes | None, ...]:
-    """What a matching message's summary is read from."""
-    return shape.group(*_KEY_GROUPS)
+# Where ``shape.groups()``, which returns every field in one call, holds
+# the HOSTNAME, and the key: what the summary is read from.
+HOST_FIELD = COMMON_SHAPE.groupindex["host"] - 1
+KEY_FIELDS = slice(COMMON_SHAPE.groupindex["msg"], None)
 
 
 def msg_of(shape: re.Match[bytes]) -> bytes:
     """A matching message's MSG, as ``syslog.envelope`` gives it."""
-    return shape.string[shape.end(_MSG):]
+    return shape.string[shape.end("msg"):]

@@ -16,7 +16,7 @@ with atheris.instrument_imports():
     from collector.archive_line import format_batch, parse_line
     from collector.framing import StreamDecoder
     from collector.records import RecordSummary
-    from collector.shapes import COMMON_SHAPE, key_of, msg_of
+    from collector.shapes import COMMON_SHAPE, KEY_FIELDS, msg_of
 
 
 def framing(data: bytes) -> None:
@@ -82,7 +82,7 @@ def shapes(data: bytes) -> None:
     assert envelope.header_error is None and envelope.hostname == shape["host"], message
     summary = kerio.summary_in(envelope)
     assert kerio.summarize(msg_of(shape)) == summary, message
-    first, example = _SUMMARIES.setdefault(key_of(shape), (summary, message))
+    first, example = _SUMMARIES.setdefault(shape.groups()[KEY_FIELDS], (summary, message))
     assert summary == first, (message, example)
 
 
