@@ -44,10 +44,6 @@ def rss_and_fds(pid: int) -> tuple[int, int]:
     return rss, fds
 
 
-def connect_from(address: str, port: int) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(address, 0))
-
-
 class TcpSender(threading.Thread):
     """Sends ``rate`` messages/s with sequence numbers; reconnects now and then."""
 
@@ -132,7 +128,7 @@ def main() -> None:
                 collector.process.send_signal(signal.SIGHUP)
                 # Connections over the per-sender limit are refused, not piled up;
                 # from another address, so that the senders' own stay under it.
-                extra = [connect_from("127.0.0.2", collector.ports["tcp"]) for _ in range(10)]
+                extra = [collector.connect_tcp(source="127.0.0.2") for _ in range(10)]
                 next_move += 60
             if now >= next_sample:
                 rss, fds = rss_and_fds(pid)

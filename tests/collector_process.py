@@ -77,8 +77,10 @@ class CollectorProcess:
             for message in messages:
                 sock.sendto(message, ("127.0.0.1", self.ports["udp"]))
 
-    def connect_tcp(self) -> socket.socket:
-        return socket.create_connection(("127.0.0.1", self.ports["tcp"]), timeout=10)
+    def connect_tcp(self, source: str | None = None) -> socket.socket:
+        """A connection to the TCP listener, from the loopback address ``source`` if given."""
+        return socket.create_connection(("127.0.0.1", self.ports["tcp"]), timeout=10,
+                                        source_address=None if source is None else (source, 0))
 
     def scrape(self) -> str:
         url = f"http://127.0.0.1:{self.ports['metrics']}/metrics"

@@ -139,6 +139,7 @@ async def test_a_rendering_stops_when_the_client_is_gone(serve):
     await deferLater(reactor, 0.5, lambda: None)
     assert [len(family.seen) for family in families] == [1, 0, 0]
 
+
 @pytest_twisted.ensureDeferred
 async def test_a_supervisor_renders_metrics_off_the_reactor_thread_after_before_render(serve):
     registry = CollectorRegistry()

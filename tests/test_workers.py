@@ -23,7 +23,6 @@ def children(pid):
         return [int(child) for child in file.read().split()]
 
 
-
 def two_workers(tmp_path, settings=""):
     """A supervisor of two workers that both take connections; the caller kills it."""
     config = tmp_path / "collector.toml"
@@ -82,8 +81,6 @@ def test_two_workers_share_the_ports_and_the_metrics(tmp_path):
         process.kill()
 
 
-
-
 def test_connection_limits_hold_for_all_the_workers_together(tmp_path):
     process = two_workers(tmp_path, "[limits]\nmax_connections = 5\nmax_connections_per_sender = 3\n")
     try:
@@ -92,18 +89,14 @@ def test_connection_limits_hold_for_all_the_workers_together(tmp_path):
         assert from_one[3].recv(10) == b""  # the fourth, closed
         assert [process.sample("syslog_collector_worker_connections", worker=str(i)) for i in (0, 1)] == [2, 1]
         # Three more from another loopback address: two fit under the limit in all.
-        others = []
-        for _ in range(3):
-            sock = socket.socket()
-            sock.bind(("127.0.0.2", 0))
-            sock.connect(("127.0.0.1", process.ports["tcp"]))
-            others.append(sock)
+        others = [process.connect_tcp(source="127.0.0.2") for _ in range(3)]
         process.wait_for("syslog_collector_refused_connections_total", 1, reason="too_many_connections")
         assert sum(process.sample("syslog_collector_worker_connections", worker=str(i)) for i in (0, 1)) == 5
         for sock in from_one + others:
             sock.close()
     finally:
         process.kill()
+
 
 def gone(pid):
     """Whether process ``pid`` has ended (a zombie has, though nobody reaped it)."""
@@ -134,6 +127,7 @@ def test_workers_stop_by_themselves_when_the_supervisor_is_killed(tmp_path):
         for pid in workers:
             if not gone(pid):
                 os.kill(pid, signal.SIGKILL)
+
 
 def start_time(pid):
     """What prometheus_client reads as the start time of process ``pid``."""
