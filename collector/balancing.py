@@ -274,9 +274,10 @@ class ConnectionReceiver(Protocol):
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         # One kind byte came with each descriptor, in order.
-        for kind in data:
+        for code in data:
+            kind = bytes((code,))
             with socket.socket(fileno=self._descriptors.popleft()) as connection:
-                refusal = _REFUSALS.get(bytes((kind,)))
+                refusal = _REFUSALS.get(kind)
                 if refusal is not None:
                     try:
                         host, port = connection.getpeername()[:2]
@@ -284,10 +285,9 @@ class ConnectionReceiver(Protocol):
                         continue  # the sender is gone already
                     self._refuse(Sender.from_address(host, port), refusal)
                     continue
-                factory = self._factories.get(bytes((kind,)))
+                factory = self._factories.get(kind)
                 if factory is None:
-                    self.log.error("the supervisor sent a connection of unknown kind {kind!r}",
-                                   kind=bytes((kind,)))
+                    self.log.error("the supervisor sent a connection of unknown kind {kind!r}", kind=kind)
                     continue
                 # Adopting duplicates the descriptor; this one is closed on leaving.
                 self._reactor.adoptStreamConnection(connection.fileno(), connection.family, factory)
