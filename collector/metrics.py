@@ -8,14 +8,16 @@ never calls ``labels()`` for what it has seen before.
 
 from __future__ import annotations
 
+import glob
 import os
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
@@ -420,6 +422,30 @@ class UdpPortDropsCollector(Collector):
         for address, port in self._addresses:
             drops.add_metric([address], sum(row.drops for row in rows if row.local_port == port))
         yield drops
+
+
+class WorkersCollector(MultiProcessCollector):
+    """The workers' metric files, merged (multiprocess mode).
+
+    prometheus_client creates a process's file empty and then sizes it: a
+    file of a worker that is starting can be empty when a scrape reads it,
+    and reading it would fail the whole scrape. Such a file holds no value
+    yet, so it is left out until the next scrape.
+    """
+
+    def __init__(self, registry: CollectorRegistry, path: str) -> None:
+        self._directory = path
+        super().__init__(registry, path=path)
+
+    def collect(self) -> Iterable[Metric]:
+        files = []
+        for path in glob.glob(os.path.join(self._directory, "*.db")):
+            try:
+                if os.path.getsize(path) > 0:
+                    files.append(path)
+            except FileNotFoundError:
+                continue  # a dead worker's, removed meanwhile
+        return self.merge(files, accumulate=True)
 
 
 class SupervisorMetrics:

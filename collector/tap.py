@@ -16,7 +16,6 @@ from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector, disable_created_metrics
-from prometheus_client.multiprocess import MultiProcessCollector
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
@@ -39,6 +38,7 @@ from collector.metrics import (
     ProcessesCollector,
     SupervisorMetrics,
     UdpPortDropsCollector,
+    WorkersCollector,
 )
 from collector.pipeline import Pipeline
 from collector.protocols import ConnectionLimits, SyslogDatagramProtocol, SyslogStreamFactory
@@ -286,7 +286,7 @@ def supervise(config: Config, plugin_args: list[str], reactor: Any) -> MultiServ
     """The twistd process of several workers: /metrics summed over them, and the workers."""
     metrics_dir = new_metrics_dir()
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=metrics_dir)
+    WorkersCollector(registry, metrics_dir)
     service = MultiService()
     if (metrics_at := config.listen.metrics) is not None:
         site = Site(root_resource(registry, reactor, in_thread=True))

@@ -1,12 +1,14 @@
 import socket
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
 from collector.metrics import (
     PUBLISH_INTERVAL,
     CollectorMetrics,
     MetricsPublisher,
     UdpSocketRow,
+    WorkersCollector,
     parse_proc_net_udp,
 )
 from collector.pipeline import Sender
@@ -72,3 +74,16 @@ def test_counts_are_published_by_the_timer_and_at_stop():
     publisher.stopService()
     assert (child_value(records), child_value(received)) == (2.0, 2.0)
     assert child_value(bench.metrics.host("gw").received_bytes[Transport.TCP]) == 2.0 * len(startup)
+
+
+def test_a_starting_workers_empty_metrics_file_does_not_fail_the_scrape(tmp_path):
+    # A worker's file as prometheus_client writes it, and the empty file a
+    # starting worker has created but not yet sized.
+    written = MmapedDict(str(tmp_path / "counter_101.db"))
+    key = mmap_key("syslog_collector_demo", "syslog_collector_demo_total", [], [], "A demo counter")
+    written.write_value(key, 3.0, 0.0)
+    written.close()
+    (tmp_path / "counter_102.db").touch()
+    registry = CollectorRegistry()
+    WorkersCollector(registry, str(tmp_path))
+    assert b"syslog_collector_demo_total 3.0" in generate_latest(registry)
