@@ -19,7 +19,10 @@ per-host files:
 For each it prints messages/s (from the first message sent to the last one
 written), loss and duplicates (counted from the files by sequence number),
 CPU seconds per million messages and peak RSS; medians of the runs, and the
-collector's throughput ratio to each.
+collector's throughput ratio to each. Since the load generator runs on the
+same cores, it also prints the generator's own CPU seconds per million and
+how much of the machine was left idle during the run: a system that leaves
+no core idle is limited by the machine, not only by its own cost.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -103,6 +107,18 @@ def cpu_seconds(pid: int) -> dict[int, float]:
     return used
 
 
+def machine_times() -> tuple[int, int]:
+    """Ticks of all cores since boot: idle (with I/O wait) and in all."""
+    ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds used by this process so far, all its threads included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def peak_rss(pid: int) -> int:
     """Peak RSS, summed over the process and its descendants."""
     total = 0
@@ -133,6 +149,10 @@ class Result:
     # Of the CPU the system used, the share of its busiest process: with
     # workers, how evenly the kernel spread the connections.
     busiest_share: float
+    # The load generator's CPU (it shares the cores), and the share of all
+    # cores' time that nobody used from the first message sent to the last written.
+    sender_cpu_per_million: float
+    machine_idle: float
 
 
 class System:
@@ -320,8 +340,11 @@ def run_once(system_class: type[System], messages: list[bytes], transport: str, 
         pid = system.process.pid
         time.sleep(0.5)
         cpu_before = cpu_seconds(pid)
+        idle_before, all_before = machine_times()
         start = time.monotonic()
+        sender_before = own_cpu_seconds()
         loadgen.send(messages, transport, system.port, connections, rate)
+        sender_cpu = own_cpu_seconds() - sender_before
         # Done when the output has stopped growing for two seconds.
         last_size, last_growth = -1, time.monotonic()
         while time.monotonic() - last_growth < 2.0:
@@ -330,6 +353,10 @@ def run_once(system_class: type[System], messages: list[bytes], transport: str, 
                 last_size, last_growth = size, time.monotonic()
             time.sleep(0.02)
         elapsed = last_growth - start
+        # Less the two quiet seconds that told the end, in which all was idle.
+        idle_after, all_after = machine_times()
+        quiet = 2.0 * TICKS * os.cpu_count()
+        machine_idle = max(0.0, idle_after - idle_before - quiet) / max(1.0, all_after - all_before - quiet)
         used = {member: seconds - cpu_before.get(member, 0.0) for member, seconds in cpu_seconds(pid).items()}
         cpu = sum(used.values())
         rss = peak_rss(pid)
@@ -339,7 +366,8 @@ def run_once(system_class: type[System], messages: list[bytes], transport: str, 
         received = sum(seen)
         return Result(rate=received / elapsed, loss=100.0 * (len(messages) - received) / len(messages),
                       duplicates=duplicates, cpu_per_million=cpu / max(received, 1) * 1e6, peak_rss=rss,
-                      busiest_share=max(used.values()) / cpu if cpu else 1.0)
+                      busiest_share=max(used.values()) / cpu if cpu else 1.0,
+                      sender_cpu_per_million=sender_cpu / len(messages) * 1e6, machine_idle=100.0 * machine_idle)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -367,12 +395,13 @@ def main() -> None:
             results[name].append(run_once(SYSTEMS[name], messages, args.transport, args.connections, args.rate))
     medians = {name: Result(*(statistics.median(getattr(r, f) for r in runs)
                               for f in ("rate", "loss", "duplicates", "cpu_per_million", "peak_rss",
-                                        "busiest_share")))
+                                        "busiest_share", "sender_cpu_per_million", "machine_idle")))
                for name, runs in results.items()}
-    print(f"{'system':15s} {'msgs/s':>10s} {'loss %':>8s} {'dups':>6s} {'CPU s/1M':>9s} {'peak RSS MB':>12s}")
+    print(f"{'system':15s} {'msgs/s':>10s} {'loss %':>8s} {'dups':>6s} {'CPU s/1M':>9s} {'peak RSS MB':>12s} "
+          f"{'sender CPU s/1M':>16s} {'idle %':>7s}")
     for name, m in medians.items():
         print(f"{name:15s} {m.rate:10,.0f} {m.loss:8.3f} {m.duplicates:6.0f} {m.cpu_per_million:9.2f} "
-              f"{m.peak_rss / 1e6:12.1f}")
+              f"{m.peak_rss / 1e6:12.1f} {m.sender_cpu_per_million:16.2f} {m.machine_idle:7.1f}")
     for name, runs in results.items():
         print(f"{name} runs, msgs/s: " + ", ".join(f"{r.rate:,.0f}" for r in runs))
         if getattr(SYSTEMS[name], "workers", 1) > 1:
