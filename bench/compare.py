@@ -345,18 +345,19 @@ def run_once(system_class: type[System], messages: list[bytes], transport: str, 
         sender_before = own_cpu_seconds()
         loadgen.send(messages, transport, system.port, connections, rate)
         sender_cpu = own_cpu_seconds() - sender_before
-        # Done when the output has stopped growing for two seconds.
+        # Done when the output has stopped growing for two seconds. The
+        # machine's times are taken at the last growth, so that those two
+        # quiet seconds do not count as idle.
         last_size, last_growth = -1, time.monotonic()
+        idle_after, all_after = idle_before, all_before
         while time.monotonic() - last_growth < 2.0:
             size = output_size(system.out)
             if size != last_size:
                 last_size, last_growth = size, time.monotonic()
+                idle_after, all_after = machine_times()
             time.sleep(0.02)
         elapsed = last_growth - start
-        # Less the two quiet seconds that told the end, in which all was idle.
-        idle_after, all_after = machine_times()
-        quiet = 2.0 * TICKS * os.cpu_count()
-        machine_idle = max(0.0, idle_after - idle_before - quiet) / max(1.0, all_after - all_before - quiet)
+        machine_idle = (idle_after - idle_before) / max(1, all_after - all_before)
         used = {member: seconds - cpu_before.get(member, 0.0) for member, seconds in cpu_seconds(pid).items()}
         cpu = sum(used.values())
         rss = peak_rss(pid)
