@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -102,8 +102,8 @@ def cpu_seconds(pid: int) -> dict[int, float]:
     """CPU seconds used so far by a process and by each of its descendants."""
     used = {}
     for member in process_tree(pid):
-        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        used[member] = (int(fields[11]) + int(fields[12])) / TICKS
+        stat = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        used[member] = (int(stat[11]) + int(stat[12])) / TICKS
     return used
 
 
@@ -394,9 +394,7 @@ def main() -> None:
     for _ in range(args.repeat):
         for name in names:  # interleaved, so that drifts in machine load hit all alike
             results[name].append(run_once(SYSTEMS[name], messages, args.transport, args.connections, args.rate))
-    medians = {name: Result(*(statistics.median(getattr(r, f) for r in runs)
-                              for f in ("rate", "loss", "duplicates", "cpu_per_million", "peak_rss",
-                                        "busiest_share", "sender_cpu_per_million", "machine_idle")))
+    medians = {name: Result(*(statistics.median(getattr(r, field.name) for r in runs) for field in fields(Result)))
                for name, runs in results.items()}
     print(f"{'system':15s} {'msgs/s':>10s} {'loss %':>8s} {'dups':>6s} {'CPU s/1M':>9s} {'peak RSS MB':>12s} "
           f"{'sender CPU s/1M':>16s} {'idle %':>7s}")
