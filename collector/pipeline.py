@@ -15,8 +15,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from typing import Protocol
 
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from collector import syslog
@@ -40,11 +40,19 @@ _SHAPE_LIMIT = 16384
 # long as reading a module constant (CPython 3.11), and this is read per message.
 _ENGINE_STARTUP = RecordType.ENGINE_STARTUP
 
+_log = Logger()
+
+
+class Clock(Protocol):
+    """What the pipeline reads of the reactor (``IReactorTime``): the time."""
+
+    def seconds(self) -> float: ...
+
 
 class RateLimitedLog:
     """A warning at most every ``LOG_INTERVAL`` seconds, with the number held back."""
 
-    def __init__(self, log: Logger, clock: IReactorTime) -> None:
+    def __init__(self, log: Logger, clock: Clock) -> None:
         self._log = log
         self._clock = clock
         self._next = 0.0
@@ -76,15 +84,13 @@ class Sender:
 
 
 class Pipeline:
-    log = Logger()
-
     def __init__(
         self,
         *,
         hosts: HostRegistry,
         archive: Archive,
         metrics: CollectorMetrics,
-        clock: IReactorTime,
+        clock: Clock,
         syslog_timezone: tzinfo,
         max_messages_per_second_per_sender: int = 0,
     ) -> None:
@@ -96,8 +102,8 @@ class Pipeline:
         self._rate = max_messages_per_second_per_sender
         self._buckets: dict[str, TokenBucket] = {}
         self._summaries: dict[tuple[bytes | None, ...], RecordSummary] = {}
-        self._refusals = RateLimitedLog(self.log, clock)
-        self._rate_limits = RateLimitedLog(self.log, clock)
+        self._refusals = RateLimitedLog(_log, clock)
+        self._rate_limits = RateLimitedLog(_log, clock)
 
     def accepts(self, sender: Sender) -> bool:
         """Whether a datagram from ``sender`` is taken; count and log a refusal."""
@@ -184,9 +190,9 @@ class Pipeline:
                     summary = summary_in(envelope)
                 else:
                     shape_key = fields[KEY_FIELDS]
-                    summary = summaries.get(shape_key)
-                    if summary is None:
-                        summary = self._summary_of_shape(shape_key, shape)
+                    known_summary = summaries.get(shape_key)
+                    summary = (self._summary_of_shape(shape_key, shape) if known_summary is None
+                               else known_summary)
                 key = (host_metrics, summary)
                 pending_records[key] = pending_records.get(key, 0) + 1
                 if summary.type is _ENGINE_STARTUP:
