@@ -12,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from conftest import INSTALLED
+
 REPO = Path(__file__).resolve().parent.parent
 TWISTD = str(Path(sys.executable).with_name("twistd"))
 _LISTENING = re.compile(r"listening (\w+) on (\S+) port (\d+)")
@@ -48,7 +50,7 @@ class CollectorProcess:
         if config is not None:
             command += ["--config", config]
         command += list(args)
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env = os.environ if INSTALLED else dict(os.environ, PYTHONPATH=str(REPO))
         self.process = subprocess.Popen(command, cwd=workdir, env=env, preexec_fn=preexec_fn,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.ports = self._wait_for_ports(listeners)

@@ -6,11 +6,24 @@ import pytest
 
 # .ci/run sets this: there, a test must fail rather than skip for want of a program.
 REQUIRE_ALL = os.environ.get("COLLECTOR_TESTS_REQUIRE_ALL") == "1"
+# tests/test_plugin_install.py sets this to run tests against an installed,
+# compiled copy of the package rather than the source tree.
+INSTALLED = os.environ.get("COLLECTOR_TESTS_INSTALLED") == "1"
 
 # A shell starts a background job with SIGINT ignored, and child processes
 # inherit that: twistd would then never see the SIGINT a test sends it.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_configure(config):
+    if INSTALLED:
+        import collector
+        from collector.compiled import plain_python
+
+        if "site-packages" not in collector.__file__ or plain_python():
+            raise pytest.UsageError(f"COLLECTOR_TESTS_INSTALLED=1, but collector comes from "
+                                    f"{collector.__file__} with {plain_python()} uncompiled")
 
 
 def require_binary(name: str) -> str:

@@ -1,33 +1,59 @@
-"""The twistd dropin must be found from a regular wheel install, not only from the source tree."""
+"""The package as a user installs it: a wheel built from the source tree.
 
+The twistd dropin must be found from a regular install, not only from the
+source tree, and the per-message path must come out compiled and pass its
+tests compiled (setup.py).
+"""
+
+import ast
 import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import venv
 
+import pytest
+
+from collector.compiled import MESSAGE_PATH
 from collector_process import REPO
+from conftest import require_binary
+
+# Run against the installed, compiled copy: the tests of the modules compiled,
+# and of what drives them (protocols, the archive, a real twistd).
+TESTS_OF_THE_MESSAGE_PATH = ["test_framing.py", "test_pipeline.py", "test_archive_line.py",
+                             "test_protocols.py", "test_archive.py", "test_end_to_end.py"]
 
 
 def run(*command, **kwargs):
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, **kwargs)
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, **kwargs)
 
 
-def test_wheel_install_makes_the_plugin_visible_to_twistd(tmp_path):
+def clean_environment(**extra):
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return dict(environment, **extra)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
     # Build from a copy, so that the build leaves nothing in the working tree.
+    tmp_path = tmp_path_factory.mktemp("wheel")
     source = tmp_path / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(REPO / name, source)
     for name in ("collector", "twisted"):
         shutil.copytree(REPO / name, source / name,
-                        ignore=shutil.ignore_patterns("__pycache__", "dropin.cache"))
+                        ignore=shutil.ignore_patterns("__pycache__", "dropin.cache", "*.so"))
     wheels = tmp_path / "wheels"
     built = run(sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(wheels),
                 str(source), cwd=tmp_path)
     assert built.returncode == 0, built.stdout + built.stderr
-    (wheel,) = wheels.glob("*.whl")
+    (path,) = wheels.glob("*.whl")
+    return path
 
+
+def test_wheel_install_makes_the_plugin_visible_to_twistd(wheel, tmp_path):
     # A venv of its own: the dependencies come from the package index, as
     # they would for a user, and nothing installed elsewhere can stand in.
     env_dir = tmp_path / "venv"
@@ -36,7 +62,7 @@ def test_wheel_install_makes_the_plugin_visible_to_twistd(tmp_path):
     installed = run(str(python), "-m", "pip", "install", "--disable-pip-version-check", str(wheel))
     assert installed.returncode == 0, installed.stdout + installed.stderr
 
-    clean_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    clean_env = clean_environment()
     # Run from elsewhere than the repository, so nothing of the source tree is importable.
     origin = run(str(python), "-c", "import collector; print(collector.__file__)",
                  cwd=tmp_path, env=clean_env)
@@ -56,3 +82,35 @@ def test_wheel_install_makes_the_plugin_visible_to_twistd(tmp_path):
                 str(REPO / "config" / "collector.toml"), cwd=tmp_path, env=clean_env)
     assert check.returncode == 0, check.stderr
     assert 'udp = "5514"' in check.stdout
+
+
+def test_setup_compiles_the_modules_the_collector_reports_on():
+    tree = ast.parse((REPO / "setup.py").read_text())
+    (compiled,) = [node.value for node in tree.body
+                   if isinstance(node, ast.Assign) and node.targets[0].id == "COMPILED"]
+    assert ast.literal_eval(compiled) == [
+        module.__name__.replace(".", "/") + ".py" for module in MESSAGE_PATH]
+
+
+def test_the_message_path_is_installed_compiled_and_passes_its_tests(wheel, tmp_path):
+    require_binary(sysconfig.get_config_var("CC").split()[0])
+    # The test tools come from the environment running this test; the
+    # package from the wheel, which the venv's own site-packages puts first.
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True, system_site_packages=True).create(env_dir)
+    python = str(env_dir / "bin" / "python")
+    installed = run(python, "-m", "pip", "install", "--disable-pip-version-check", "--no-deps",
+                    "--ignore-installed", str(wheel))
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    # Twisted's own twistd script lives beside the other environment's python:
+    # the end-to-end tests need one beside this one.
+    twistd = env_dir / "bin" / "twistd"
+    twistd.write_text(f"#!{python}\nfrom twisted.scripts.twistd import run\nrun()\n")
+    twistd.chmod(0o755)
+
+    # conftest.py refuses to run unless collector comes compiled from site-packages.
+    tests = [str(REPO / "tests" / name) for name in TESTS_OF_THE_MESSAGE_PATH]
+    result = run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "pythonpath=", *tests,
+                 cwd=tmp_path, env=clean_environment(COLLECTOR_TESTS_INSTALLED="1"))
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout.splitlines()[-1]
