@@ -9,7 +9,9 @@ by Kerio record type, counts per host and type where it can, and writes
 per-host files:
 
 - collector: a real ``twistd -n syslog-collector`` (framing, syslog and Kerio
-  parsing, per-host archive, metrics);
+  parsing, per-host archive, metrics), from the package as ``pip install .``
+  builds it, with its per-message path compiled (setup.py); collector-2 the
+  same with two workers; collector-pure the source tree, plain Python;
 - rsyslog: imptcp/imudp, a regex per record type, ``dyn_stats`` per host and
   type, per-host files (``dynaFile``);
 - rsyslog-plain: per-host files only, no classification: the upper bound of a
@@ -203,6 +205,9 @@ class System:
 class Collector(System):
     name = "collector"
     workers = 1
+    # Where the package built by build_package() lies; main() sets it.
+    package: Path | None = None
+    compiled = True
 
     def command(self) -> list[str]:
         config = self.workdir / "collector.toml"
@@ -217,10 +222,25 @@ class Collector(System):
                 "--metrics", "127.0.0.1:0", "--archive-dir", str(self.out)]
 
     def environment(self) -> dict[str, str]:
-        return dict(os.environ, PYTHONPATH=str(REPO))
+        return dict(os.environ, PYTHONPATH=str(self.package if self.compiled else REPO))
+
+    def start(self) -> None:
+        super().start()
+        # The collector says at start-up how its per-message path runs.
+        expected = "runs compiled" if self.compiled else "runs as plain Python"
+        log = (self.workdir / "collector.log").read_text()
+        if f"the per-message path {expected}" not in log:
+            self.stop()
+            raise RuntimeError(f"{self.name}: the per-message path does not {expected.replace('runs', 'run')}: "
+                               + (re.findall(r"the per-message path .*", log) or ["nothing said"])[0])
 
     def written(self) -> bytes:
         return b"\n".join(m.message for m in read_messages(day_files(self.out)))
+
+
+class CollectorPure(Collector):
+    name = "collector-pure"
+    compiled = False
 
 
 class CollectorTwoWorkers(Collector):
@@ -327,7 +347,13 @@ class SyslogNg(System):
         return dict(os.environ, LD_LIBRARY_PATH=str(SYSLOG_NG / "usr/lib/syslog-ng"))
 
 
-SYSTEMS = {s.name: s for s in (Collector, CollectorTwoWorkers, Rsyslog, RsyslogPlain, SyslogNg)}
+SYSTEMS = {s.name: s for s in (Collector, CollectorTwoWorkers, CollectorPure, Rsyslog, RsyslogPlain, SyslogNg)}
+
+
+def build_package(target: Path) -> None:
+    """Install the package into ``target`` as a user's ``pip install .`` builds it."""
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    "--root-user-action=ignore", "--no-deps", "--target", str(target), str(REPO)], check=True)
 
 
 def run_once(system_class: type[System], messages: list[bytes], transport: str, connections: int,
@@ -391,9 +417,14 @@ def main() -> None:
     print(f"{args.messages:,} messages over {args.transport}, {args.connections} connection(s), "
           f"{args.hosts} hosts, rate {args.rate or 'max'}; median of {args.repeat} runs (interleaved)")
     results: dict[str, list[Result]] = {n: [] for n in names}
-    for _ in range(args.repeat):
-        for name in names:  # interleaved, so that drifts in machine load hit all alike
-            results[name].append(run_once(SYSTEMS[name], messages, args.transport, args.connections, args.rate))
+    with tempfile.TemporaryDirectory(prefix="bench-package-") as package:
+        Collector.package = Path(package)
+        if any(getattr(SYSTEMS[name], "compiled", False) for name in names):
+            build_package(Collector.package)
+        for _ in range(args.repeat):
+            for name in names:  # interleaved, so that drifts in machine load hit all alike
+                results[name].append(
+                    run_once(SYSTEMS[name], messages, args.transport, args.connections, args.rate))
     medians = {name: Result(*(statistics.median(getattr(r, field.name) for r in runs) for field in fields(Result)))
                for name, runs in results.items()}
     print(f"{'system':15s} {'msgs/s':>10s} {'loss %':>8s} {'dups':>6s} {'CPU s/1M':>9s} {'peak RSS MB':>12s} "
