@@ -1,9 +1,11 @@
 """Throughput of the pure parsing steps, and of the whole pipeline in-process.
 
-    python bench/parsers.py [--messages N] [--repeat R]
+    python bench/parsers.py [--messages N] [--repeat R] [--installed]
 
 Prints the median of R runs for each step, in messages per second, on a
 realistic mix of Kerio lines in both syslog dialects (bench/corpus.py).
+It runs the source tree, as plain Python; with --installed, the package as
+pip installed it (its per-message path compiled, if it was: see setup.py).
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import time
 from datetime import UTC
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if "--installed" not in sys.argv:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from prometheus_client import CollectorRegistry  # noqa: E402
 from twisted.internet.task import Clock  # noqa: E402
 
-from collector import syslog  # noqa: E402
+from collector import compiled, syslog  # noqa: E402
 from collector.archive import FileArchive  # noqa: E402
 from collector.config import UnregisteredPolicy  # noqa: E402
 from collector.framing import StreamDecoder  # noqa: E402
@@ -103,7 +106,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--installed", action="store_true",
+                        help="measure the installed package rather than the source tree")
     args = parser.parse_args()
+    plain = compiled.plain_python()
+    print(f"collector from {Path(compiled.__file__).parent}: "
+          + (f"plain Python ({', '.join(plain)})" if plain else "the per-message path compiled"))
 
     sample = messages(args.messages)
     lf = chunks(b"".join(m + b"\n" for m in sample))
@@ -127,6 +135,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         rows.append(("whole pipeline in-process, LF, to disk",
                      measure(pipeline, lf, Path(root), repeat=args.repeat)))
+        rows.append(("whole pipeline in-process, octet-counted, to disk",
+                     measure(pipeline, octet, Path(root), repeat=args.repeat)))
         rows.append(("pipeline, a new user in every login failure",
                      measure(pipeline, flood, Path(root), repeat=args.repeat)))
         # What a collector with headroom sees: small reads with idle time
