@@ -20,9 +20,11 @@ from collector_process import REPO
 from conftest import require_binary
 
 # Run against the installed, compiled copy: the tests of the modules compiled,
-# and of what drives them (protocols, the archive, a real twistd).
+# and of what drives them (protocols, the archive, metrics, TLS, faults, and
+# a real twistd with one worker and with two).
 TESTS_OF_THE_MESSAGE_PATH = ["test_framing.py", "test_pipeline.py", "test_archive_line.py",
-                             "test_protocols.py", "test_archive.py", "test_end_to_end.py"]
+                             "test_protocols.py", "test_archive.py", "test_metrics.py", "test_faults.py",
+                             "test_tls.py", "test_end_to_end.py", "test_workers.py"]
 
 
 def run(*command, **kwargs):
