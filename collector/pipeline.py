@@ -186,13 +186,13 @@ class Pipeline:
                     rate_limited[host_metrics] = rate_limited.get(host_metrics, 0) + 1
                     continue
                 raws.append(raw)
-                if shape is None:
-                    summary = summary_in(envelope)
-                else:
+                if shape is not None:
                     shape_key = fields[KEY_FIELDS]
-                    known_summary = summaries.get(shape_key)
-                    summary = (self._summary_of_shape(shape_key, shape) if known_summary is None
-                               else known_summary)
+                    summary = summaries.get(shape_key)
+                    if summary is None:
+                        summary = self._summary_of_shape(shape_key, shape)
+                else:
+                    summary = summary_in(envelope)
                 key = (host_metrics, summary)
                 pending_records[key] = pending_records.get(key, 0) + 1
                 if summary.type is _ENGINE_STARTUP:
