@@ -17,13 +17,21 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 
 def pytest_configure(config):
-    if INSTALLED:
-        import collector
-        from collector.compiled import plain_python
+    import collector
+    from collector.compiled import MESSAGE_PATH, plain_python
 
+    if INSTALLED:
         if "site-packages" not in collector.__file__ or plain_python():
             raise pytest.UsageError(f"COLLECTOR_TESTS_INSTALLED=1, but collector comes from "
                                     f"{collector.__file__} with {plain_python()} uncompiled")
+        return
+    compiled = sorted({module.__name__ for module in MESSAGE_PATH} - set(plain_python()))
+    if compiled:
+        # An editable install compiles them in place, and they then stand in
+        # for the .py files: the tests would not run what is being edited.
+        raise pytest.UsageError(f"{', '.join(compiled)} are compiled in {collector.__path__[0]}: "
+                                "the tests would not run the .py files. Remove them "
+                                "(rm collector/*.so), or install with COLLECTOR_PURE_PYTHON=1 pip install -e .")
 
 
 def require_binary(name: str) -> str:
