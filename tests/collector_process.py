@@ -19,6 +19,12 @@ TWISTD = str(Path(sys.executable).with_name("twistd"))
 _LISTENING = re.compile(r"listening (\w+) on (\S+) port (\d+)")
 
 
+def collector_environment() -> dict[str, str]:
+    """The environment of a process that runs the collector: with the source
+    tree on its path, or under COLLECTOR_TESTS_INSTALLED the installed package."""
+    return dict(os.environ) if INSTALLED else dict(os.environ, PYTHONPATH=str(REPO))
+
+
 def wait_until(predicate, timeout: float = 15.0) -> bool:
     """Poll ``predicate`` until it is true or ``timeout`` seconds pass; say which."""
     deadline = time.monotonic() + timeout
@@ -50,8 +56,7 @@ class CollectorProcess:
         if config is not None:
             command += ["--config", config]
         command += list(args)
-        env = os.environ if INSTALLED else dict(os.environ, PYTHONPATH=str(REPO))
-        self.process = subprocess.Popen(command, cwd=workdir, env=env, preexec_fn=preexec_fn,
+        self.process = subprocess.Popen(command, cwd=workdir, env=collector_environment(), preexec_fn=preexec_fn,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.ports = self._wait_for_ports(listeners)
 

@@ -15,7 +15,7 @@ from collector.archive_line import TORN_MARKER
 from collector.cli import main
 from collector.framing import StreamDecoder
 from collector.metrics import CollectorMetrics
-from collector_process import REPO
+from collector_process import collector_environment
 
 DAY1 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC).timestamp()
 SENDER = b"192.0.2.1:514"
@@ -150,7 +150,7 @@ def test_progress_bar_on_a_terminal(root, tmp_path):
     line = b"2026-11-25T10:00:00.000000Z 192.0.2.1:514 " + b"x" * 200 + b"\n"
     (big / "2026-11-25.log").write_bytes(line * 60000)
     controller, terminal = pty.openpty()
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = collector_environment()
     result = subprocess.run([sys.executable, "-m", "collector.cli", "archive", "cat", "big",
                              "--archive-dir", str(root), "--format", "octet"],
                             stdout=subprocess.DEVNULL, stderr=terminal, env=env, timeout=60)

@@ -1,5 +1,4 @@
 import ipaddress
-import os
 import socket
 import subprocess
 from datetime import UTC
@@ -10,7 +9,7 @@ import pytest
 from collector import config
 from collector.cli import main as cli_main
 from collector.config import Config, ConfigError, ListenAddress, UnregisteredPolicy
-from collector_process import REPO, TWISTD
+from collector_process import REPO, TWISTD, collector_environment
 
 EXAMPLE = REPO / "config" / "collector.toml"
 
@@ -166,7 +165,7 @@ def test_check_config_refuses_a_bad_file(tmp_path, capsys, monkeypatch):
 
 
 def run_twistd(tmp_path, *args):
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = collector_environment()
     return subprocess.run([TWISTD, "-n", "--pidfile=", "syslog-collector", *args],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from collector_process import REPO, TWISTD
+from collector_process import REPO, TWISTD, collector_environment
 from conftest import REQUIRE_ALL, require_binary
 
 
@@ -42,7 +42,7 @@ def test_port_514_bound_as_root_then_run_as_nobody():
         [TWISTD, "-n", "--pidfile=", f"--logfile={log}", f"--uid={nobody.pw_uid}", f"--gid={nobody.pw_gid}",
          "syslog-collector", "--udp", f"127.0.0.1:{port}", "--tcp", f"127.0.0.1:{port}",
          "--metrics", "127.0.0.1:0", "--archive-dir", str(workdir / "archive")],
-        cwd=workdir, env=dict(os.environ, PYTHONPATH=str(REPO)),
+        cwd=workdir, env=collector_environment(),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 20

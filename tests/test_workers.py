@@ -15,7 +15,7 @@ from twisted.logger import globalLogPublisher
 
 from collector.config import ListenAddress
 from collector.workers import listen_shared_udp, spread_at_random
-from collector_process import REPO, TWISTD, CollectorProcess, wait_until
+from collector_process import TWISTD, CollectorProcess, collector_environment, wait_until
 
 
 def children(pid):
@@ -183,7 +183,7 @@ def run_two_workers(tmp_path, *options):
     result = subprocess.run(
         [TWISTD, "-n", "--pidfile=", "syslog-collector", "--config", str(config), *options,
          "--metrics", "127.0.0.1:0", "--archive-dir", str(tmp_path / "a")],
-        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60)
+        cwd=tmp_path, env=collector_environment(), capture_output=True, text=True, timeout=60)
     return result.returncode, result.stdout + result.stderr
 
 
@@ -254,7 +254,7 @@ def test_a_sighup_while_workers_start_reloads_them_later_instead_of_killing_them
         [TWISTD, "-n", "--pidfile=", f"--logfile={log}", "syslog-collector", "--config", str(config),
          "--udp", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
          "--archive-dir", str(tmp_path / "a")],
-        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)))
+        cwd=tmp_path, env=collector_environment())
     try:
         assert wait_until(lambda: log.exists() and "started worker 0" in log.read_text(), timeout=30)
         # Log rotation may send SIGHUP at any time, even while a worker starts.
