@@ -255,8 +255,8 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:  # noqa:
     role = worker_role()
     if role is None:
         report_message_path()
-    if config.workers.count > 1 and role is None:
-        return supervise(config, options.plugin_args(), reactor)
+        if config.workers.count > 1:
+            return supervise(config, options.plugin_args(), reactor)
     service = build(config, reactor, role)
     ReloadOnHangup(service, options["config"], reactor).setServiceParent(service)
     return service

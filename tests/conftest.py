@@ -20,12 +20,13 @@ def pytest_configure(config):
     import collector
     from collector.compiled import MESSAGE_PATH, plain_python
 
+    plain = plain_python()
     if INSTALLED:
-        if "site-packages" not in collector.__file__ or plain_python():
+        if "site-packages" not in collector.__file__ or plain:
             raise pytest.UsageError(f"COLLECTOR_TESTS_INSTALLED=1, but collector comes from "
-                                    f"{collector.__file__} with {plain_python()} uncompiled")
+                                    f"{collector.__file__} with {plain} uncompiled")
         return
-    compiled = sorted({module.__name__ for module in MESSAGE_PATH} - set(plain_python()))
+    compiled = sorted({module.__name__ for module in MESSAGE_PATH} - set(plain))
     if compiled:
         # An editable install compiles them in place, and they then stand in
         # for the .py files: the tests would not run what is being edited.
