@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC
 
 from prometheus_client import CollectorRegistry
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from collector.config import Firewall, UnregisteredPolicy
@@ -36,3 +39,20 @@ class Bench:
 
     def archived(self, host: str | None = None) -> list[bytes]:
         return [m.message for m in self.archive.messages if host is None or m.host == host]
+
+
+def until(predicate: Callable[[], object], timeout: float = 5.0) -> Deferred[None]:
+    """Let the reactor run until ``predicate()`` holds."""
+    d: Deferred[None] = Deferred()
+    deadline = reactor.seconds() + timeout
+
+    def check() -> None:
+        if predicate():
+            d.callback(None)
+        elif reactor.seconds() > deadline:
+            d.errback(AssertionError("timed out"))
+        else:
+            reactor.callLater(0.01, check)
+
+    check()
+    return d

@@ -9,7 +9,7 @@ import socket
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
@@ -17,6 +17,7 @@ from twisted.logger import globalLogPublisher
 from collector.balancing import KIND_TCP, KIND_TLS, BalancedPort, Balancer, ConnectionReceiver, OneProtocolFactory
 from collector.config import ListenAddress
 from collector.protocols import ConnectionLimits
+from helpers import until
 
 
 class Echo(Protocol):
@@ -59,23 +60,6 @@ class Worker:
     def stop(self):
         self.receiver.transport.loseConnection()
         self.receiver.stop()
-
-
-def until(predicate, timeout=5.0):
-    """Let the reactor run until ``predicate()`` holds."""
-    d = Deferred()
-    deadline = reactor.seconds() + timeout
-
-    def check():
-        if predicate():
-            d.callback(None)
-        elif reactor.seconds() > deadline:
-            d.errback(AssertionError("timed out"))
-        else:
-            reactor.callLater(0.01, check)
-
-    check()
-    return d
 
 
 class Supervisor:

@@ -1,11 +1,23 @@
+import fcntl
 import socket
+import struct
+import termios
 
+import pytest_twisted
+from twisted.internet import reactor, threads
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import StringTransport
 
 from collector.config import UnregisteredPolicy
-from collector.protocols import ConnectionLimits, SyslogDatagramProtocol, SyslogStreamFactory
-from helpers import Bench
+from collector.protocols import (
+    MAX_READ_SIZE,
+    ConnectionLimits,
+    SyslogDatagramProtocol,
+    SyslogStreamFactory,
+    next_read_size,
+    set_receive_buffer,
+)
+from helpers import Bench, until
 
 
 def udp(bench, max_frame=65536):
@@ -260,3 +272,52 @@ def test_connections_pause_while_the_archive_is_backlogged():
     bench.archive.drain()
     assert transport.producerState == "producing"
     assert bench.value("syslog_collector_paused_connections") == 0.0
+
+
+def test_read_size_grows_while_reads_come_back_full_and_falls_back_after_a_small_one():
+    least = 64 * 1024
+    assert next_read_size(least, least, least) == 4 * least
+    assert next_read_size(4 * least, 4 * least, least) == MAX_READ_SIZE
+    assert next_read_size(MAX_READ_SIZE, MAX_READ_SIZE, least) == MAX_READ_SIZE
+    # A read that is not full but still large keeps the size: the sender is busy.
+    assert next_read_size(MAX_READ_SIZE, 3 * least, least) == MAX_READ_SIZE
+    assert next_read_size(MAX_READ_SIZE, least - 1, least) == least
+    assert next_read_size(least, 200, least) == least
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_busy_connection_is_read_in_larger_pieces_over_a_real_socket():
+    bench = Bench()
+    factory = stream_factory(bench)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    client = socket.create_connection(("127.0.0.1", port.getHost().port))
+    try:
+        await until(lambda: factory.connections)
+        (protocol,) = factory.connections
+        server = protocol.transport
+        least = server.bufferSize
+        # Data piles up in the kernel while the connection is not read.
+        server.pauseProducing()
+        set_receive_buffer(server.getHandle(), 8 << 20)
+        messages = [b"<13>1 - gw app - - - %06d %s" % (i, b"x" * 200) for i in range(8000)]
+        sending = threads.deferToThread(client.sendall, b"".join(m + b"\n" for m in messages))
+        await until(lambda: queued(server.getHandle()) > 3 * least, timeout=10)
+        reads = []
+        receive = protocol.dataReceived
+        protocol.dataReceived = lambda data: (reads.append(len(data)), receive(data))
+        server.resumeProducing()
+        await sending
+        await until(lambda: len(bench.archived("gw")) == len(messages), timeout=10)
+        assert bench.archived("gw") == messages
+        assert reads[0] == least and reads[1] > least
+        client.sendall(b"<13>1 - gw app - - - the last\n")
+        await until(lambda: len(bench.archived("gw")) == len(messages) + 1, timeout=10)
+        assert server.bufferSize == least
+    finally:
+        client.close()
+        await port.stopListening()
+
+
+def queued(sock):
+    """Bytes waiting to be read on ``sock``."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
