@@ -25,7 +25,7 @@ from corpus import kerio_line  # noqa: E402
 
 TRANSPORTS = ("udp", "tcp-lf", "tcp-octet")
 SEQUENCE = re.compile(rb" s(\d+) ")
-CHUNK = 256 * 1024
+SENDER_THREADS = 4
 
 
 def build(count: int, hosts: int, seed: int = 1) -> list[bytes]:
@@ -48,33 +48,54 @@ def frame(messages: list[bytes], transport: str) -> list[bytes]:
 def send(messages: list[bytes], transport: str, port: int, connections: int = 4,
          rate: float | None = None, host: str = "127.0.0.1") -> float:
     """Send everything; return the seconds it took. Messages are dealt out to
-    the connections in turn; ``rate`` caps messages/s in all."""
+    the connections in turn; ``rate`` caps messages/s in all.
+
+    At most ``SENDER_THREADS`` threads send, each over its share of the
+    connections in turn: a thread per connection would spend the sender's
+    CPU on the GIL once there are hundreds of them.
+    """
     wire = frame(messages, transport)
-    shares = [wire[i::connections] for i in range(connections)]
-    per_connection_rate = rate / connections if rate else None
-    errors: list[BaseException] = []
+    threads_count = min(connections, SENDER_THREADS)
+    sockets = [_connect(transport, host, port) for _ in range(connections)]
+    try:
+        # Thread t sends over connections t, t + threads_count, ...
+        shares: list[list[tuple[socket.socket, bytes]]] = [[] for _ in range(threads_count)]
+        for index, data in enumerate(wire):
+            connection = index % connections
+            shares[connection % threads_count].append((sockets[connection], data))
+        errors: list[BaseException] = []
 
-    def run(share: list[bytes]) -> None:
-        try:
-            if transport == "udp":
-                _send_udp(share, host, port, per_connection_rate)
-            else:
-                _send_tcp(share, host, port, per_connection_rate)
-        except BaseException as e:  # reported by the caller
-            errors.append(e)
+        def run(share: list[tuple[socket.socket, bytes]]) -> None:
+            share_rate = rate * len(share) / len(wire) if rate else None
+            try:
+                (_send_udp if transport == "udp" else _send_tcp)(share, share_rate)
+            except BaseException as e:  # reported by the caller
+                errors.append(e)
 
-    threads = [threading.Thread(target=run, args=(share,)) for share in shares]
-    start = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+        threads = [threading.Thread(target=run, args=(share,)) for share in shares]
+        start = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        took = time.monotonic() - start
+    finally:
+        for sock in sockets:
+            sock.close()
     if errors:
         raise errors[0]
-    return time.monotonic() - start
+    return took
 
 
-def _paced(items: list[bytes], rate: float | None, batch: int):
+def _connect(transport: str, host: str, port: int) -> socket.socket:
+    if transport == "udp":
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        sock.connect((host, port))
+        return sock
+    return socket.create_connection((host, port), timeout=120)
+
+
+def _paced(items: list[tuple[socket.socket, bytes]], rate: float | None, batch: int):
     start = time.monotonic()
     for index in range(0, len(items), batch):
         if rate:
@@ -85,20 +106,22 @@ def _paced(items: list[bytes], rate: float | None, batch: int):
         yield items[index:index + batch]
 
 
-def _send_tcp(share: list[bytes], host: str, port: int, rate: float | None) -> None:
-    with socket.create_connection((host, port), timeout=120) as sock:
-        batch = 1000 if rate is None else max(1, int(rate / 1000))
-        for group in _paced(share, rate, batch):
-            sock.sendall(b"".join(group))
+def _send_tcp(share: list[tuple[socket.socket, bytes]], rate: float | None) -> None:
+    batch = 1000 if rate is None else max(1, int(rate / 1000))
+    for group in _paced(share, rate, batch):
+        # One write per connection for the whole group.
+        pieces: dict[socket.socket, list[bytes]] = {}
+        for sock, data in group:
+            pieces.setdefault(sock, []).append(data)
+        for sock, parts in pieces.items():
+            sock.sendall(b"".join(parts))
 
 
-def _send_udp(share: list[bytes], host: str, port: int, rate: float | None) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.connect((host, port))
-        batch = 200 if rate is None else max(1, int(rate / 1000))
-        for group in _paced(share, rate, batch):
-            for datagram in group:
-                sock.send(datagram)
+def _send_udp(share: list[tuple[socket.socket, bytes]], rate: float | None) -> None:
+    batch = 200 if rate is None else max(1, int(rate / 1000))
+    for group in _paced(share, rate, batch):
+        for sock, datagram in group:
+            sock.send(datagram)
 
 
 def count_sequences(data: bytes, seen: bytearray) -> int:

@@ -1,6 +1,8 @@
 """The benchmark's load and its loss accounting, which the figures rest on."""
 
+import socket
 import sys
+from functools import partial
 
 from collector import syslog
 from collector.framing import StreamDecoder
@@ -33,3 +35,37 @@ def test_loss_and_duplicates_are_counted_by_sequence_number():
     seen = bytearray(10)
     assert loadgen.count_sequences(written, seen) == 1
     assert [i for i, s in enumerate(seen) if not s] == [4, 5]
+
+
+def test_udp_load_is_dealt_out_to_each_connection_in_turn():
+    # More connections than sender threads: some threads send over several.
+    connections = loadgen.SENDER_THREADS + 2
+    messages = loadgen.build(60, hosts=3)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        loadgen.send(messages, "udp", receiver.getsockname()[1], connections)
+        receiver.settimeout(5)
+        by_sender: dict[tuple[str, int], list[bytes]] = {}
+        for _ in messages:
+            datagram, sender = receiver.recvfrom(65536)
+            by_sender.setdefault(sender, []).append(datagram)
+    assert sorted(by_sender.values()) == sorted(messages[c::connections] for c in range(connections))
+
+
+def test_tcp_load_is_dealt_out_to_each_connection_in_turn():
+    connections = loadgen.SENDER_THREADS + 2
+    messages = loadgen.build(60, hosts=3)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(connections)
+        # Small enough for the kernel's buffers: sent before anything is read.
+        loadgen.send(messages, "tcp-octet", listener.getsockname()[1], connections)
+        listener.settimeout(5)
+        streams = []
+        for _ in range(connections):
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(5)
+                streams.append(b"".join(iter(partial(conn.recv, 65536), b"")))
+    assert (sorted(StreamDecoder().feed(stream) for stream in streams)
+            == sorted(messages[c::connections] for c in range(connections)))
