@@ -113,6 +113,13 @@ def _positive_seconds(value: object) -> float:
     return float(number)
 
 
+def _non_negative_seconds(value: object) -> float:
+    number = _typed((int, float), "a number of seconds")(value)
+    if not number >= 0:
+        raise ValueError(f"expected a number of seconds, 0 or more, got {number}")
+    return float(number)
+
+
 def parse_timezone(value: object) -> tzinfo:
     name: str = _typed(str, "a time zone name such as UTC or Europe/Prague")(value)
     if name.upper() == "UTC":
@@ -150,6 +157,9 @@ class ListenSettings:
         8 * 1024 * 1024, _positive_int, "SO_RCVBUF of the UDP socket: room for bursts")
     drain_seconds: float = _setting(
         5.0, _positive_seconds, "at shutdown, how long open TCP connections may keep sending")
+    read_interval_seconds: float = _setting(
+        0.01, _non_negative_seconds,
+        "a UDP socket or TCP connection that brings a little at a time is read at most this often; 0: at once")
 
 
 def _optional_path(value: object) -> Path | None:

@@ -37,6 +37,9 @@ _SENDER_CACHE_LIMIT = 65536
 # are only for such connections: the whole size is allocated for each read,
 # and past 128 KiB glibc maps it from the kernel however little arrives.
 MAX_READ_SIZE = 1024 * 1024
+# A socket read at least this much has more waiting: it is read again at once
+# (see ``rest_before_reading``).
+FULL_READ = 64 * 1024
 # Linux's SO_RCVBUFFORCE (33): like SO_RCVBUF, but not capped by net.core.rmem_max.
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
@@ -54,12 +57,18 @@ class SyslogDatagramProtocol(DatagramProtocol):
     log = Logger()
 
     def __init__(self, pipeline: Pipeline, metrics: CollectorMetrics, receive_buffer: int,
-                 max_frame: int, clock: IReactorTime) -> None:
+                 max_frame: int, clock: IReactorTime, read_interval: float = 0.0) -> None:
         self._pipeline = pipeline
         self._metrics = metrics
         self._receive_buffer = receive_buffer
         self._max_frame = max_frame
         self._clock = clock
+        self._read_interval = read_interval
+        # When the socket was last read after a rest (or without one), and
+        # the bytes read since: they decide the next rest.
+        self._read_from = 0.0
+        self._read_bytes = 0
+        self._resting: IDelayedCall | None = None
         self._truncated = metrics.truncated_frames.labels(transport=Transport.UDP.value)
         self._senders: dict[tuple[str, int], Sender] = {}
         # Keyed by address: hashing a Sender is a Python call.
@@ -80,6 +89,9 @@ class SyslogDatagramProtocol(DatagramProtocol):
     def stopProtocol(self) -> None:  # noqa: N802
         if self._delivery is not None:
             self._delivery.cancel()
+        if self._resting is not None:
+            self._resting.cancel()
+            self._resting = None
         self.deliver()
         self._metrics.udp_sockets.forget(self._socket)
 
@@ -99,7 +111,8 @@ class SyslogDatagramProtocol(DatagramProtocol):
                 return
             batch = self._batches[addr] = (sender, [])
             if self._delivery is None:
-                self._delivery = self._clock.callLater(0, self.deliver)
+                self._delivery = self._clock.callLater(0, self._deliver_read)
+        self._read_bytes += len(datagram)
         message = datagram_message(datagram)
         if len(message) > self._max_frame:
             message = message[:self._max_frame]
@@ -113,6 +126,22 @@ class SyslogDatagramProtocol(DatagramProtocol):
         if batches:
             self._pipeline.receive_batches(batches.values(), Transport.UDP)
 
+    def _deliver_read(self) -> None:
+        self.deliver()
+        now = self._clock.seconds()
+        rest = rest_before_reading(self._read_from, now, self._read_bytes, self._read_interval)
+        self._read_bytes = 0
+        if rest:
+            self.transport.stopReading()
+            self._resting = self._clock.callLater(rest, self._read_again)
+        else:
+            self._read_from = now
+
+    def _read_again(self) -> None:
+        self._resting = None
+        self._read_from = self._clock.seconds()
+        self.transport.startReading()
+
 
 def set_receive_buffer(sock: socket.socket, size: int) -> int:
     """Ask for an ``SO_RCVBUF`` of ``size``, past net.core.rmem_max when permitted; return the granted size."""
@@ -121,6 +150,20 @@ def set_receive_buffer(sock: socket.socket, size: int) -> int:
     except (OSError, AttributeError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
     return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+
+def rest_before_reading(read_from: float, now: float, received: int, interval: float) -> float:
+    """How long a socket rests before its next read, having given ``received`` bytes since ``read_from``.
+
+    A socket that keeps giving a little at a time is read at most once an
+    ``interval``: every read costs a reactor wakeup and the pipeline's work
+    per call, however little it brings, and what arrives meanwhile waits in
+    the kernel's buffer to be read in one go. One that gave a lot is read
+    again at once, and so is one read less often than that anyway.
+    """
+    if received >= FULL_READ:
+        return 0.0
+    return max(0.0, read_from + interval - now)
 
 
 def next_read_size(size: int, received: int, least: int) -> int:
@@ -173,6 +216,8 @@ class SyslogStreamProtocol(Protocol):
     _accepted = False
     _firewall: Firewall | None = None
     _handshake_done = False
+    # Not read until this fires (see ``rest_before_reading``).
+    resting: IDelayedCall | None = None
 
     def connectionMade(self) -> None:  # noqa: N802
         factory = self.factory
@@ -185,6 +230,10 @@ class SyslogStreamProtocol(Protocol):
         # The read size Twisted starts with; None over TLS, whose messages
         # come 32 KiB at most at a time whatever is read from the socket.
         self._least_read: int | None = None if factory.tls else getattr(self.transport, "bufferSize", None)
+        # Nor does a TLS connection rest: how much each socket read brought,
+        # the sign of a busy sender, is not seen here.
+        self._read_interval = 0.0 if factory.tls else factory.read_interval
+        self._read_from = self.last_data_at
         refusal = factory.limits.admit(self.sender.ip)
         if refusal is not None:
             self._refuse(refusal)
@@ -227,8 +276,25 @@ class SyslogStreamProtocol(Protocol):
             self.log.warn("closing connection from {sender}: {error}",
                           sender=self.sender.text.decode(), error=decoder.error)
             self.transport.loseConnection()
+        elif self._read_interval:
+            done = self.factory.clock.seconds()
+            rest = rest_before_reading(self._read_from, done, len(data), self._read_interval)
+            if rest:
+                self.transport.pauseProducing()
+                self.resting = self.factory.clock.callLater(rest, self._read_again)
+            else:
+                self._read_from = done
+
+    def _read_again(self) -> None:
+        self.resting = None
+        self._read_from = self.factory.clock.seconds()
+        if self not in self.factory.paused:
+            self.transport.resumeProducing()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+        if self.resting is not None:
+            self.resting.cancel()
+            self.resting = None
         if self._accepted:
             # A last message without its trailer is still a message.
             decoder = self._decoder
@@ -270,7 +336,7 @@ class SyslogStreamFactory(Factory):
 
     def __init__(self, pipeline: Pipeline, archive: Archive, metrics: CollectorMetrics,
                  clock: IReactorTime, max_frame: int, limits: ConnectionLimits, *, tls: bool = False,
-                 idle_timeout: float = 600.0, frame_timeout: float = 30.0) -> None:
+                 idle_timeout: float = 600.0, frame_timeout: float = 30.0, read_interval: float = 0.0) -> None:
         self.pipeline = pipeline
         self.archive = archive
         # Connections paused until the archive catches up (backpressure).
@@ -284,6 +350,7 @@ class SyslogStreamFactory(Factory):
         self.transport_kind = Transport.TLS if tls else Transport.TCP
         self.idle_timeout = idle_timeout
         self.frame_timeout = frame_timeout
+        self.read_interval = read_interval
         self.connections: set[SyslogStreamProtocol] = set()
         self._gauge = metrics.tcp_connections.labels(transport=self.transport_kind.value)
         self._drained: list[Deferred[None]] = []
@@ -316,7 +383,8 @@ class SyslogStreamFactory(Factory):
     def resume(self) -> None:
         paused, self.paused = self.paused, set()
         for protocol in paused:
-            protocol.transport.resumeProducing()
+            if protocol.resting is None:
+                protocol.transport.resumeProducing()
         self.metrics.paused_connections.dec(len(paused))
 
     def connection_closed(self, protocol: SyslogStreamProtocol) -> None:

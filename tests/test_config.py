@@ -96,6 +96,7 @@ relay = true
     ("[listen]\nmax_frame_bytes = true", "listen.max_frame_bytes", "positive integer"),
     ("[archive]\nflush_interval_seconds = -1", "archive.flush_interval_seconds", "positive number"),
     ("[archive]\nflush_interval_seconds = '1'", "archive.flush_interval_seconds", "number of seconds"),
+    ("[listen]\nread_interval_seconds = -0.01", "listen.read_interval_seconds", "0 or more"),
     ("[archive]\nfsync = 'yes'", "archive.fsync", "true or false"),
     ("[archive]\ntimezone = 'Mars/Olympus'", "archive.timezone", "unknown time zone"),
     ("[hosts]\nunregistered = 'maybe'", "hosts.unregistered", "'accept', 'refuse'"),

@@ -3,18 +3,21 @@ import socket
 import struct
 import termios
 
+import pytest
 import pytest_twisted
-from twisted.internet import reactor, threads
+from twisted.internet import reactor, task, threads
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import StringTransport
 
 from collector.config import UnregisteredPolicy
 from collector.protocols import (
+    FULL_READ,
     MAX_READ_SIZE,
     ConnectionLimits,
     SyslogDatagramProtocol,
     SyslogStreamFactory,
     next_read_size,
+    rest_before_reading,
     set_receive_buffer,
 )
 from helpers import Bench, until
@@ -321,3 +324,104 @@ async def test_a_busy_connection_is_read_in_larger_pieces_over_a_real_socket():
 def queued(sock):
     """Bytes waiting to be read on ``sock``."""
     return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def test_a_socket_read_for_a_little_at_a_time_rests_until_an_interval_has_passed():
+    assert rest_before_reading(100.0, 100.002, 500, 0.01) == pytest.approx(0.008)
+    # Read less often than that anyway, or a lot at once: read again at once.
+    assert rest_before_reading(100.0, 100.01, 500, 0.01) == 0.0
+    assert rest_before_reading(100.0, 100.5, 500, 0.01) == 0.0
+    assert rest_before_reading(100.0, 100.002, FULL_READ, 0.01) == 0.0
+    assert rest_before_reading(100.0, 100.002, 500, 0.0) == 0.0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_udp_socket_that_brings_a_little_at_a_time_rests_between_reads():
+    bench = Bench()
+    protocol = SyslogDatagramProtocol(bench.pipeline, bench.metrics, 1 << 20, 65536, bench.clock,
+                                      read_interval=0.01)
+    port = reactor.listenUDP(0, protocol, interface="127.0.0.1")
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.connect(("127.0.0.1", port.getHost().port))
+
+    async def read(*datagrams):
+        # The reactor reads them; their delivery waits for the test's clock.
+        for datagram in datagrams:
+            sender.send(datagram)
+        await until(lambda: bench.clock.getDelayedCalls())
+        bench.clock.advance(0.001)
+
+    try:
+        await read(b"<13>1 - gw app - - - one")
+        assert port in reactor.getReaders()  # the first read in a while: no rest
+        await read(b"<13>1 - gw app - - - two")
+        assert port not in reactor.getReaders()
+        sender.send(b"<13>1 - gw app - - - three")
+        sender.send(b"<13>1 - gw app - - - four")
+        await task.deferLater(reactor, 0.1)
+        assert queued(port.socket) > 0  # the size of the first datagram waiting
+        assert bench.archived("gw") == [b"<13>1 - gw app - - - one", b"<13>1 - gw app - - - two"]
+        bench.clock.advance(0.009)
+        assert port in reactor.getReaders()
+        await until(lambda: bench.clock.getDelayedCalls())
+        bench.clock.advance(0)
+        assert bench.archived("gw")[2:] == [b"<13>1 - gw app - - - three", b"<13>1 - gw app - - - four"]
+        assert port not in reactor.getReaders()
+        # A read of FULL_READ bytes or more is followed by the next at once.
+        bulk = [b"<13>1 - gw app - - - %04d %s" % (i, b"x" * 500) for i in range(2 * FULL_READ // 500)]
+        for datagram in bulk:
+            sender.send(datagram)
+        await task.deferLater(reactor, 0.1)
+        bench.clock.advance(0.01)
+        await until(lambda: bench.clock.getDelayedCalls())
+        bench.clock.advance(0)
+        assert bench.archived("gw")[4:] == bulk
+        assert port in reactor.getReaders()
+        await read(b"<13>1 - gw app - - - five")
+        assert port not in reactor.getReaders()
+    finally:
+        sender.close()
+        await port.stopListening()
+    # The rest ends with the port.
+    assert bench.clock.getDelayedCalls() == []
+
+
+def test_a_tcp_connection_that_brings_a_little_at_a_time_rests_between_reads():
+    bench = Bench()
+    factory = stream_factory(bench, read_interval=0.01)
+    protocol, transport = connect(factory)
+    bench.clock.advance(1)
+    protocol.dataReceived(b"<13>1 - gw app - - - one\n")
+    assert transport.producerState == "producing"  # the first read in a while
+    bench.clock.advance(0.002)
+    protocol.dataReceived(b"<13>1 - gw app - - - two\n")
+    assert transport.producerState == "paused"
+    bench.clock.advance(0.008)
+    assert transport.producerState == "producing"
+    large = b"<13>1 - gw app - - - " + b"x" * FULL_READ
+    protocol.dataReceived(b"%d %s" % (len(large), large))
+    assert transport.producerState == "producing"
+    assert len(bench.archived("gw")) == 3
+    protocol.dataReceived(b"<13>1 - gw app - - - three\n")
+    assert transport.producerState == "paused"
+    protocol.connectionLost()
+    assert bench.clock.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize("first", ["rest ends", "archive drains"])
+def test_a_connection_resting_while_the_archive_is_backlogged_is_read_again_once_both_are_over(first):
+    bench = Bench()
+    factory = stream_factory(bench, read_interval=0.01)
+    protocol, transport = connect(factory)
+    bench.archive.backlogged = True
+    protocol.dataReceived(b"<13>1 - gw app - - - disk full\n")
+    assert protocol.resting is not None and protocol in factory.paused
+    if first == "rest ends":
+        bench.clock.advance(0.01)
+        assert transport.producerState == "paused"
+        bench.archive.drain()
+    else:
+        bench.archive.drain()
+        assert transport.producerState == "paused"
+        bench.clock.advance(0.01)
+    assert transport.producerState == "producing"
