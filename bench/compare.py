@@ -433,7 +433,8 @@ def main() -> None:
         print(f"{name:15s} {m.rate:10,.0f} {m.loss:8.3f} {m.duplicates:6.0f} {m.cpu_per_million:9.2f} "
               f"{m.peak_rss / 1e6:12.1f} {m.sender_cpu_per_million:16.2f} {m.machine_idle:7.1f}")
     for name, runs in results.items():
-        print(f"{name} runs, msgs/s: " + ", ".join(f"{r.rate:,.0f}" for r in runs))
+        print(f"{name} runs, msgs/s: " + ", ".join(f"{r.rate:,.0f}" for r in runs)
+              + "; loss %: " + ", ".join(f"{r.loss:.3f}" for r in runs))
         if getattr(SYSTEMS[name], "workers", 1) > 1:
             print(f"{name} runs, busiest process's share of the CPU: "
                   + ", ".join(f"{r.busiest_share:.0%}" for r in runs))
