@@ -58,15 +58,13 @@ def send(messages: list[bytes], transport: str, port: int, connections: int = 4,
     threads_count = min(connections, SENDER_THREADS)
     sockets = [_connect(transport, host, port) for _ in range(connections)]
     try:
+        streams = [(sockets[c], wire[c::connections]) for c in range(connections)]
         # Thread t sends over connections t, t + threads_count, ...
-        shares: list[list[tuple[socket.socket, bytes]]] = [[] for _ in range(threads_count)]
-        for index, data in enumerate(wire):
-            connection = index % connections
-            shares[connection % threads_count].append((sockets[connection], data))
+        shares = [streams[t::threads_count] for t in range(threads_count)]
         errors: list[BaseException] = []
 
-        def run(share: list[tuple[socket.socket, bytes]]) -> None:
-            share_rate = rate * len(share) / len(wire) if rate else None
+        def run(share: list[tuple[socket.socket, list[bytes]]]) -> None:
+            share_rate = rate * sum(len(data) for _, data in share) / len(wire) if rate else None
             try:
                 (_send_udp if transport == "udp" else _send_tcp)(share, share_rate)
             except BaseException as e:  # reported by the caller
@@ -95,33 +93,32 @@ def _connect(transport: str, host: str, port: int) -> socket.socket:
     return socket.create_connection((host, port), timeout=120)
 
 
-def _paced(items: list[tuple[socket.socket, bytes]], rate: float | None, batch: int):
+def _paced(share: list[tuple[socket.socket, list[bytes]]], rate: float | None, batch: int):
+    """Slices of ``batch`` messages of each connection in turn, ``rate`` messages/s in all."""
     start = time.monotonic()
-    for index in range(0, len(items), batch):
+    longest = max(len(data) for _, data in share)
+    for index in range(0, longest, batch):
         if rate:
-            due = start + index / rate
-            delay = due - time.monotonic()
+            delay = start + index * len(share) / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        yield items[index:index + batch]
+        yield [(sock, data[index:index + batch]) for sock, data in share]
 
 
-def _send_tcp(share: list[tuple[socket.socket, bytes]], rate: float | None) -> None:
-    batch = 1000 if rate is None else max(1, int(rate / 1000))
-    for group in _paced(share, rate, batch):
-        # One write per connection for the whole group.
-        pieces: dict[socket.socket, list[bytes]] = {}
-        for sock, data in group:
-            pieces.setdefault(sock, []).append(data)
-        for sock, parts in pieces.items():
-            sock.sendall(b"".join(parts))
+def _send_tcp(share: list[tuple[socket.socket, list[bytes]]], rate: float | None) -> None:
+    batch = 1000 if rate is None else max(1, int(rate / len(share) / 1000))
+    for step in _paced(share, rate, batch):
+        for sock, data in step:
+            sock.sendall(b"".join(data))
 
 
-def _send_udp(share: list[tuple[socket.socket, bytes]], rate: float | None) -> None:
-    batch = 200 if rate is None else max(1, int(rate / 1000))
-    for group in _paced(share, rate, batch):
-        for sock, datagram in group:
-            sock.send(datagram)
+def _send_udp(share: list[tuple[socket.socket, list[bytes]]], rate: float | None) -> None:
+    batch = 200 if rate is None else max(1, int(rate / len(share) / 1000))
+    for step in _paced(share, rate, batch):
+        for sock, data in step:
+            send = sock.send
+            for datagram in data:
+                send(datagram)
 
 
 def count_sequences(data: bytes, seen: bytearray) -> int:
