@@ -155,11 +155,10 @@ class ListenSettings:
         65536, _positive_int, "longer messages are truncated to this and counted")
     udp_receive_buffer_bytes: int = _setting(
         8 * 1024 * 1024, _positive_int, "SO_RCVBUF of the UDP socket: room for bursts")
+    udp_read_interval_seconds: float = _setting(
+        0.01, _non_negative_seconds, "a UDP socket giving a little at a time is read at most this often; 0: at once")
     drain_seconds: float = _setting(
         5.0, _positive_seconds, "at shutdown, how long open TCP connections may keep sending")
-    read_interval_seconds: float = _setting(
-        0.01, _non_negative_seconds,
-        "a UDP socket or TCP connection that brings a little at a time is read at most this often; 0: at once")
 
 
 def _optional_path(value: object) -> Path | None:

@@ -37,8 +37,8 @@ _SENDER_CACHE_LIMIT = 65536
 # are only for such connections: the whole size is allocated for each read,
 # and past 128 KiB glibc maps it from the kernel however little arrives.
 MAX_READ_SIZE = 1024 * 1024
-# A socket read at least this much has more waiting: it is read again at once
-# (see ``rest_before_reading``).
+# A UDP socket that gave at least this much in one read has more waiting: it
+# is read again at once (see ``rest_before_reading``).
 FULL_READ = 64 * 1024
 # Linux's SO_RCVBUFFORCE (33): like SO_RCVBUF, but not capped by net.core.rmem_max.
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
@@ -50,7 +50,9 @@ class SyslogDatagramProtocol(DatagramProtocol):
     The datagrams that one read of the socket returns (Twisted reads up to
     256 KiB at a time) go down the pipeline together, right after that read,
     as one batch per sender: the per-call work is then shared as it is for a
-    TCP chunk, even when every datagram comes from another firewall.
+    TCP chunk, even when every datagram comes from another firewall. A read
+    that brought little is followed by a rest (``rest_before_reading``), so
+    that the next one brings more.
     """
 
     noisy = False
@@ -153,13 +155,16 @@ def set_receive_buffer(sock: socket.socket, size: int) -> int:
 
 
 def rest_before_reading(read_from: float, now: float, received: int, interval: float) -> float:
-    """How long a socket rests before its next read, having given ``received`` bytes since ``read_from``.
+    """How long a UDP socket rests before its next read, having given ``received`` bytes since ``read_from``.
 
     A socket that keeps giving a little at a time is read at most once an
     ``interval``: every read costs a reactor wakeup and the pipeline's work
     per call, however little it brings, and what arrives meanwhile waits in
-    the kernel's buffer to be read in one go. One that gave a lot is read
-    again at once, and so is one read less often than that anyway.
+    the kernel's receive buffer to be read in one go. One that gave a lot is
+    read again at once, and so is one read less often than that anyway.
+
+    Not for TCP: there a rest holds the sender to one receive window per
+    interval, which caps a busy connection.
     """
     if received >= FULL_READ:
         return 0.0
@@ -216,8 +221,6 @@ class SyslogStreamProtocol(Protocol):
     _accepted = False
     _firewall: Firewall | None = None
     _handshake_done = False
-    # Not read until this fires (see ``rest_before_reading``).
-    resting: IDelayedCall | None = None
 
     def connectionMade(self) -> None:  # noqa: N802
         factory = self.factory
@@ -230,10 +233,6 @@ class SyslogStreamProtocol(Protocol):
         # The read size Twisted starts with; None over TLS, whose messages
         # come 32 KiB at most at a time whatever is read from the socket.
         self._least_read: int | None = None if factory.tls else getattr(self.transport, "bufferSize", None)
-        # Nor does a TLS connection rest: how much each socket read brought,
-        # the sign of a busy sender, is not seen here.
-        self._read_interval = 0.0 if factory.tls else factory.read_interval
-        self._read_from = self.last_data_at
         refusal = factory.limits.admit(self.sender.ip)
         if refusal is not None:
             self._refuse(refusal)
@@ -276,25 +275,8 @@ class SyslogStreamProtocol(Protocol):
             self.log.warn("closing connection from {sender}: {error}",
                           sender=self.sender.text.decode(), error=decoder.error)
             self.transport.loseConnection()
-        elif self._read_interval:
-            done = self.factory.clock.seconds()
-            rest = rest_before_reading(self._read_from, done, len(data), self._read_interval)
-            if rest:
-                self.transport.pauseProducing()
-                self.resting = self.factory.clock.callLater(rest, self._read_again)
-            else:
-                self._read_from = done
-
-    def _read_again(self) -> None:
-        self.resting = None
-        self._read_from = self.factory.clock.seconds()
-        if self not in self.factory.paused:
-            self.transport.resumeProducing()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
-        if self.resting is not None:
-            self.resting.cancel()
-            self.resting = None
         if self._accepted:
             # A last message without its trailer is still a message.
             decoder = self._decoder
@@ -336,7 +318,7 @@ class SyslogStreamFactory(Factory):
 
     def __init__(self, pipeline: Pipeline, archive: Archive, metrics: CollectorMetrics,
                  clock: IReactorTime, max_frame: int, limits: ConnectionLimits, *, tls: bool = False,
-                 idle_timeout: float = 600.0, frame_timeout: float = 30.0, read_interval: float = 0.0) -> None:
+                 idle_timeout: float = 600.0, frame_timeout: float = 30.0) -> None:
         self.pipeline = pipeline
         self.archive = archive
         # Connections paused until the archive catches up (backpressure).
@@ -350,7 +332,6 @@ class SyslogStreamFactory(Factory):
         self.transport_kind = Transport.TLS if tls else Transport.TCP
         self.idle_timeout = idle_timeout
         self.frame_timeout = frame_timeout
-        self.read_interval = read_interval
         self.connections: set[SyslogStreamProtocol] = set()
         self._gauge = metrics.tcp_connections.labels(transport=self.transport_kind.value)
         self._drained: list[Deferred[None]] = []
@@ -383,8 +364,7 @@ class SyslogStreamFactory(Factory):
     def resume(self) -> None:
         paused, self.paused = self.paused, set()
         for protocol in paused:
-            if protocol.resting is None:
-                protocol.transport.resumeProducing()
+            protocol.transport.resumeProducing()
         self.metrics.paused_connections.dec(len(paused))
 
     def connection_closed(self, protocol: SyslogStreamProtocol) -> None:

@@ -365,7 +365,7 @@ def build(config: Config, reactor: Any, role: WorkerRole | None = None) -> Colle
             metrics_at.port, site, interface=metrics_at.host)).setServiceParent(service)
     if (udp_at := listen.udp) is not None:
         datagrams = SyslogDatagramProtocol(pipeline, metrics, listen.udp_receive_buffer_bytes,
-                                           listen.max_frame_bytes, reactor, listen.read_interval_seconds)
+                                           listen.max_frame_bytes, reactor, listen.udp_read_interval_seconds)
         Listener("udp", "listen.udp",
                  lambda: listen_shared_udp(reactor, udp_at, datagrams, config.workers.count) if shared
                  else reactor.listenUDP(udp_at.port, datagrams, interface=udp_at.host, maxPacketSize=65536),
@@ -376,8 +376,7 @@ def build(config: Config, reactor: Any, role: WorkerRole | None = None) -> Colle
     def stream_factory(tls: bool) -> SyslogStreamFactory:
         return SyslogStreamFactory(
             pipeline, archive, metrics, reactor, listen.max_frame_bytes, connection_limits, tls=tls,
-            idle_timeout=limits.idle_timeout_seconds, frame_timeout=limits.frame_timeout_seconds,
-            read_interval=listen.read_interval_seconds)
+            idle_timeout=limits.idle_timeout_seconds, frame_timeout=limits.frame_timeout_seconds)
 
     # A worker does not listen: the supervisor hands it its share of the connections.
     handed_over: dict[bytes, Factory] = {}

@@ -326,7 +326,7 @@ def queued(sock):
     return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
-def test_a_socket_read_for_a_little_at_a_time_rests_until_an_interval_has_passed():
+def test_a_udp_socket_read_for_a_little_at_a_time_rests_until_an_interval_has_passed():
     assert rest_before_reading(100.0, 100.002, 500, 0.01) == pytest.approx(0.008)
     # Read less often than that anyway, or a lot at once: read again at once.
     assert rest_before_reading(100.0, 100.01, 500, 0.01) == 0.0
@@ -384,44 +384,3 @@ async def test_a_udp_socket_that_brings_a_little_at_a_time_rests_between_reads()
         await port.stopListening()
     # The rest ends with the port.
     assert bench.clock.getDelayedCalls() == []
-
-
-def test_a_tcp_connection_that_brings_a_little_at_a_time_rests_between_reads():
-    bench = Bench()
-    factory = stream_factory(bench, read_interval=0.01)
-    protocol, transport = connect(factory)
-    bench.clock.advance(1)
-    protocol.dataReceived(b"<13>1 - gw app - - - one\n")
-    assert transport.producerState == "producing"  # the first read in a while
-    bench.clock.advance(0.002)
-    protocol.dataReceived(b"<13>1 - gw app - - - two\n")
-    assert transport.producerState == "paused"
-    bench.clock.advance(0.008)
-    assert transport.producerState == "producing"
-    large = b"<13>1 - gw app - - - " + b"x" * FULL_READ
-    protocol.dataReceived(b"%d %s" % (len(large), large))
-    assert transport.producerState == "producing"
-    assert len(bench.archived("gw")) == 3
-    protocol.dataReceived(b"<13>1 - gw app - - - three\n")
-    assert transport.producerState == "paused"
-    protocol.connectionLost()
-    assert bench.clock.getDelayedCalls() == []
-
-
-@pytest.mark.parametrize("first", ["rest ends", "archive drains"])
-def test_a_connection_resting_while_the_archive_is_backlogged_is_read_again_once_both_are_over(first):
-    bench = Bench()
-    factory = stream_factory(bench, read_interval=0.01)
-    protocol, transport = connect(factory)
-    bench.archive.backlogged = True
-    protocol.dataReceived(b"<13>1 - gw app - - - disk full\n")
-    assert protocol.resting is not None and protocol in factory.paused
-    if first == "rest ends":
-        bench.clock.advance(0.01)
-        assert transport.producerState == "paused"
-        bench.archive.drain()
-    else:
-        bench.archive.drain()
-        assert transport.producerState == "paused"
-        bench.clock.advance(0.01)
-    assert transport.producerState == "producing"
