@@ -205,15 +205,21 @@ class System:
 class Collector(System):
     name = "collector"
     workers = 1
-    # Where the package built by build_package() lies; main() sets it.
+    # Where the package built by build_package() lies, and settings given
+    # with --set ({section: {key: TOML value}}); main() sets both.
     package: Path | None = None
+    settings: dict[str, dict[str, str]] = {}
     compiled = True
 
     def command(self) -> list[str]:
         config = self.workdir / "collector.toml"
-        config.write_text("[archive]\nflush_interval_seconds = 0.1\n"
-                          "[limits]\nmax_messages_per_second_per_sender = 0\n"
-                          f"[workers]\ncount = {self.workers}\n")
+        settings = {"archive": {"flush_interval_seconds": "0.1"},
+                    "limits": {"max_messages_per_second_per_sender": "0"},
+                    "workers": {"count": str(self.workers)}}
+        for section, values in self.settings.items():
+            settings.setdefault(section, {}).update(values)
+        config.write_text("".join(f"[{section}]\n" + "".join(f"{key} = {value}\n" for key, value in values.items())
+                                  for section, values in settings.items()))
         listen = f"127.0.0.1:{self.port}"
         return [str(Path(sys.executable).with_name("twistd")), "-n", "--pidfile=",
                 f"--logfile={self.workdir / 'collector.log'}", "syslog-collector", "--config", str(config),
@@ -408,7 +414,16 @@ def main() -> None:
     parser.add_argument("--rate", type=float, help="messages/s in all (default: as fast as possible)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated: " + ", ".join(SYSTEMS))
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a setting of the collector systems, VALUE in TOML "
+                             "(e.g. listen.udp_read_interval_seconds=0); may be repeated")
     args = parser.parse_args()
+    for setting in args.set:
+        name, equals, value = setting.partition("=")
+        section, dot, key = name.partition(".")
+        if not (equals and dot and key):
+            parser.error(f"--set {setting!r}: expected SECTION.KEY=VALUE")
+        Collector.settings.setdefault(section, {})[key] = value
 
     messages = loadgen.build(args.messages, args.hosts)
     names = [n for n in args.systems.split(",") if n]
@@ -416,6 +431,8 @@ def main() -> None:
         sys.exit(f"syslog-ng is not unpacked in {SYSLOG_NG}: run bash bench/setup.sh")
     print(f"{args.messages:,} messages over {args.transport}, {args.connections} connection(s), "
           f"{args.hosts} hosts, rate {args.rate or 'max'}; median of {args.repeat} runs (interleaved)")
+    if args.set:
+        print("collector settings: " + ", ".join(args.set))
     results: dict[str, list[Result]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory(prefix="bench-package-") as package:
         Collector.package = Path(package)

@@ -4,7 +4,7 @@ import socket
 import sys
 from functools import partial
 
-from collector import syslog
+from collector import config, syslog
 from collector.framing import StreamDecoder
 from collector.kerio import record_in
 from collector.records import RecordType
@@ -69,3 +69,17 @@ def test_tcp_load_is_dealt_out_to_each_connection_in_turn():
                 streams.append(b"".join(iter(partial(conn.recv, 65536), b"")))
     assert (sorted(StreamDecoder().feed(stream) for stream in streams)
             == sorted(messages[c::connections] for c in range(connections)))
+
+
+def test_compare_writes_the_settings_given_into_the_collectors_config(tmp_path, monkeypatch):
+    import compare
+
+    monkeypatch.setattr(compare.Collector, "settings", {"listen": {"udp_read_interval_seconds": "0"},
+                                                        "archive": {"flush_interval_seconds": "0.5"}})
+    collector = compare.CollectorTwoWorkers(tmp_path, 5514, "udp")
+    command = collector.command()
+    settings = config.load(command[command.index("--config") + 1])
+    assert settings.listen.udp_read_interval_seconds == 0.0
+    assert settings.archive.flush_interval_seconds == 0.5
+    assert settings.limits.max_messages_per_second_per_sender == 0
+    assert settings.workers.count == 2
