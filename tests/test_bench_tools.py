@@ -83,3 +83,11 @@ def test_compare_writes_the_settings_given_into_the_collectors_config(tmp_path, 
     assert settings.archive.flush_interval_seconds == 0.5
     assert settings.limits.max_messages_per_second_per_sender == 0
     assert settings.workers.count == 2
+
+
+def test_flush_bench_times_each_case_on_a_real_archive():
+    import flush
+
+    times = flush.flush_times(hosts=3, lines=2)
+    assert len(times) == len(flush.CASES)
+    assert all(t > 0 for t in times)
