@@ -1,8 +1,15 @@
 """Per-host archive files: ``<root>/<host>/<YYYY-MM-DD>.log``, append-only.
 
 Lines are buffered in memory and written every ``flush_interval_seconds``
-by a timer on the injected clock, and once more when the service stops. A
-failed write is counted and logged, and its lines are kept for the next
+by a timer on the injected clock, and once more when the service stops.
+The writing itself (opening, writing, closing files) runs in a thread, one
+flush at a time, so that a slow disk or the opening of a thousand files at
+the first flush of a day does not hold the reactor: meanwhile it goes on
+reading sockets. While a flush is being written, lines for the next one
+gather; past ``MAX_PENDING_BYTES`` of them the archive is backlogged, and
+input waits.
+
+A failed write is counted and logged, and its lines are kept for the next
 flush, up to ``retry_buffer_bytes``; past that the oldest are dropped and
 counted, so a full disk cannot exhaust memory.
 
@@ -16,12 +23,13 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -31,7 +39,8 @@ from collector.archive_line import TORN_MARKER, Batch, format_batch, format_time
 from collector.metrics import CollectorMetrics
 
 RETRY_BUFFER_BYTES = 64 * 1024 * 1024
-# Lines buffered between flushes; past this, a flush happens at once.
+# Lines buffered between flushes; past this, a flush happens at once, or
+# when one is being written, the archive is backlogged.
 MAX_PENDING_BYTES = 16 * 1024 * 1024
 MAINTENANCE_INTERVAL = 3600.0
 
@@ -41,7 +50,7 @@ RunInThread = Callable[..., "Deferred[Any]"]
 
 
 def run_synchronously(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
-    return succeed(function(*args, **kwargs))
+    return maybeDeferred(function, *args, **kwargs)
 
 
 class Archive(Protocol):
@@ -50,10 +59,99 @@ class Archive(Protocol):
 
     @property
     def backlogged(self) -> bool:
-        """Whether the archive is behind: TCP senders should wait."""
+        """Whether the archive is behind: input should wait (TCP senders paused, UDP not read)."""
 
     def when_drained(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` after each flush that leaves the archive not backlogged."""
+
+
+Key = tuple[str, str]  # (host, day)
+
+
+@dataclass
+class WriteReport:
+    """What one flush's writing did, for the reactor's thread to count and log."""
+
+    written_bytes: int = 0
+    failed: list[tuple[Key, bytes, OSError]] = field(default_factory=list)
+    torn: list[Key] = field(default_factory=list)
+    close_errors: list[tuple[Key, OSError]] = field(default_factory=list)
+    open_files: int = 0
+
+
+class OpenFiles:
+    """The archive's open files, written by one flush at a time in a thread.
+
+    It touches nothing but its files: what happened comes back as a
+    ``WriteReport``.
+    """
+
+    def __init__(self, root: Path, max_open_files: int, fsync: bool) -> None:
+        self.root = root
+        self._max_open_files = max_open_files
+        self._fsync = fsync
+        self._files: OrderedDict[Key, BinaryIO] = OrderedDict()
+
+    def write(self, batches: dict[Key, list[bytes]], current_day: str, close_all: bool) -> WriteReport:
+        """Write each file's blocks of whole lines; close other days' files, or all."""
+        report = WriteReport()
+        for key, blocks in batches.items():
+            data = b"".join(blocks)
+            try:
+                file = self._open(key, report)
+                file.write(data)
+                file.flush()
+                if self._fsync:
+                    os.fsync(file.fileno())
+            except OSError as e:
+                report.failed.append((key, data, e))
+                self._close(key, report)
+            else:
+                report.written_bytes += len(data)
+        for key in [k for k in self._files if close_all or k[1] != current_day]:
+            self._close(key, report)
+        report.open_files = len(self._files)
+        return report
+
+    def _open(self, key: Key, report: WriteReport) -> BinaryIO:
+        file = self._files.get(key)
+        if file is not None:
+            # A file whose directory was removed under us would swallow writes.
+            if os.fstat(file.fileno()).st_nlink > 0:
+                self._files.move_to_end(key)
+                return file
+            self._close(key, report)
+        host, day = key
+        path = self.root / host / f"{day}.log"
+        try:
+            file = open(path, "a+b")  # readable, to check its last byte
+        except FileNotFoundError:
+            # A new host, or its directory removed since: only then is it made,
+            # since with more hosts than max_open_files files are opened again
+            # at every flush.
+            path.parent.mkdir(parents=True, exist_ok=True)
+            file = open(path, "a+b")
+        self._files[key] = file
+        self._mark_torn_line(file, key, report)
+        while len(self._files) > self._max_open_files:
+            self._close(next(iter(self._files)), report)
+        return file
+
+    def _mark_torn_line(self, file: BinaryIO, key: Key, report: WriteReport) -> None:
+        """After a crash the file may end in the middle of a line: end it and mark it."""
+        size = os.fstat(file.fileno()).st_size
+        if size and os.pread(file.fileno(), 1, size - 1) != b"\n":
+            file.write(b"\n" + TORN_MARKER + b"\n")
+            file.flush()
+            report.torn.append(key)
+
+    def _close(self, key: Key, report: WriteReport) -> None:
+        file = self._files.pop(key, None)
+        if file is not None:
+            try:
+                file.close()
+            except OSError as e:
+                report.close_errors.append((key, e))
 
 
 class _DayClock:
@@ -101,15 +199,18 @@ class FileArchive(Service):
         self._flush_interval = flush_interval
         self._metrics = metrics
         self._clock = clock
-        self._fsync = fsync
-        self._max_open_files = max_open_files
+        self._files = OpenFiles(root, max_open_files, fsync)
         self._retry_buffer_bytes = retry_buffer_bytes
-        self._pending: dict[tuple[str, str], list[bytes]] = {}
-        self._failed: OrderedDict[tuple[str, str], list[bytes]] = OrderedDict()
-        self._failed_bytes = 0
+        self._pending: dict[Key, list[bytes]] = {}
         self._pending_bytes = 0
+        # Lines whose write failed; their bytes count until the next write's report.
+        self._failed: OrderedDict[Key, list[bytes]] = OrderedDict()
+        self._failed_bytes = 0
         self._drain_listeners: list[Callable[[], None]] = []
-        self._files: OrderedDict[tuple[str, str], BinaryIO] = OrderedDict()
+        # One flush is written at a time; these wait for the next.
+        self._writing = False
+        self._flush_waiters: list[Deferred[None]] = []
+        self._close_requested = False
         self._compress = compress
         self._retention_days = retention_days
         self._max_host_bytes = max_host_bytes
@@ -118,6 +219,7 @@ class FileArchive(Service):
         self._maintains_files = maintains_files
         self._quiet_seconds = quiet_seconds
         self._maintenance: Deferred[None] | None = None
+        self._maintain_after_write = False
         self._current_day = ""
         self._flusher = LoopingCall(self.flush)
         self._flusher.clock = clock
@@ -138,9 +240,7 @@ class FileArchive(Service):
         done: Deferred[None] = Deferred()
 
         def finish(_: object = None) -> None:
-            self.flush()
-            self._close_all()
-            done.callback(None)
+            self.reopen().chainDeferred(done)
 
         if self._maintenance is None:
             finish()
@@ -148,15 +248,19 @@ class FileArchive(Service):
             self._maintenance.addBoth(finish)
         return done
 
-    def reopen(self) -> None:
+    def reopen(self) -> Deferred[None]:
         """Write what is buffered, then close every file: the next writes
         open them again by name (for tools that move archive files away)."""
-        self.flush()
-        self._close_all()
+        self._close_requested = True
+        return self.flush()
 
     def maintain(self) -> None:
         """Compress closed days and apply retention, in a thread; one run at a time."""
-        if self._maintenance is not None or not self._maintains_files:
+        if self._maintenance is not None or not self._maintains_files or not self.running:
+            return
+        if self._writing:
+            # The write may hold lines of a past day: compress after it.
+            self._maintain_after_write = True
             return
         today = self._days.day(self._clock.seconds())
         job = self._run_in_thread(
@@ -189,7 +293,9 @@ class FileArchive(Service):
     @property
     def backlogged(self) -> bool:
         # Half the retry buffer: TCP senders wait before anything must be dropped.
-        return self._failed_bytes > self._retry_buffer_bytes // 2
+        # Or the disk is slower than the input: a flush's worth waits for it.
+        return (self._failed_bytes > self._retry_buffer_bytes // 2
+                or self._pending_bytes > MAX_PENDING_BYTES)
 
     def when_drained(self, callback: Callable[[], None]) -> None:
         self._drain_listeners.append(callback)
@@ -204,54 +310,80 @@ class FileArchive(Service):
             except KeyError:
                 pending[key] = [lines]
             self._pending_bytes += len(lines)
-        if self._pending_bytes > MAX_PENDING_BYTES:
+        if self._pending_bytes > MAX_PENDING_BYTES and not self._writing:
             self.flush()
 
-    def flush(self) -> None:
-        """Write everything buffered; keep what could not be written for the next try."""
+    def flush(self) -> Deferred[None]:
+        """Write everything buffered so far; keep what could not be written for the next try.
+
+        Fires once it is written: at once if no flush is being written,
+        otherwise right after that one.
+        """
+        written: Deferred[None] = Deferred()
+        self._flush_waiters.append(written)
+        if not self._writing:
+            self._write_buffered()
+        return written
+
+    def _write_buffered(self) -> None:
+        waiters, self._flush_waiters = self._flush_waiters, []
         current_day = self._days.day(self._clock.seconds())
         # Lines that failed before go first, in one write with the new ones.
-        batches, self._failed, self._failed_bytes = self._failed, OrderedDict(), 0
+        batches, self._failed = self._failed, OrderedDict()
         for key, blocks in self._pending.items():
             batches.setdefault(key, []).extend(blocks)
         self._pending = {}
         self._pending_bytes = 0
-        for key, blocks in batches.items():
-            if self._maintenance is not None and key[1] != current_day:
-                # A past day may be being compressed: write its lines after that.
-                self._pending[key] = blocks
+        if self._maintenance is not None:
+            # A past day may be being compressed: write its lines after that.
+            for key in [k for k in batches if k[1] != current_day]:
+                blocks = self._pending[key] = batches.pop(key)
                 self._pending_bytes += sum(map(len, blocks))
-            else:
-                self._write(key, blocks)
-        for key in [k for k in self._files if k[1] != current_day]:
-            self._close(key)
+        close_all, self._close_requested = self._close_requested, False
+        self._writing = True
+        job = self._run_in_thread(self._files.write, batches, current_day, close_all)
+        job.addCallbacks(self._written, self._write_failed)
+        job.addBoth(self._write_ended, current_day, waiters)
+
+    def _written(self, report: WriteReport) -> None:
+        metrics = self._metrics
+        metrics.archive_written_bytes.inc(report.written_bytes)
+        self._failed_bytes = 0
+        for key, data, error in report.failed:
+            metrics.archive_write_errors.inc()
+            self.log.error("cannot write {count} lines to the archive of {host} for {day}: {error}",
+                           count=data.count(b"\n"), host=key[0], day=key[1], error=error)
+            self._keep_for_retry(key, data)
+        for host, day in report.torn:
+            self.log.warn("the archive of {host} for {day} ended in a torn line (a crash?); marked it",
+                          host=host, day=day)
+        for (host, day), error in report.close_errors:
+            self.log.error("closing the archive of {host} for {day} failed: {error}",
+                           host=host, day=day, error=error)
+        metrics.archive_open_files.set(report.open_files)
+
+    def _write_failed(self, failure: Any) -> None:
+        self._failed_bytes = 0
+        self._metrics.archive_write_errors.inc()
+        self.log.failure("writing the archive failed", failure)
+
+    def _write_ended(self, _: object, current_day: str, waiters: list[Deferred[None]]) -> None:
+        self._writing = False
         self._metrics.archive_backlog_bytes.set(self._failed_bytes)
+        if current_day != self._current_day or self._maintain_after_write:
+            self._current_day = current_day
+            self._maintain_after_write = False
+            self.maintain()
+        # Unless the lines gathered are a past day's, held back from maintenance.
+        if self._flush_waiters or (self._pending_bytes > MAX_PENDING_BYTES and self._maintenance is None):
+            self._write_buffered()
         if not self.backlogged:
             for listener in self._drain_listeners:
                 listener()
-        if current_day != self._current_day:
-            self._current_day = current_day
-            self.maintain()
+        for waiter in waiters:
+            waiter.callback(None)
 
-    def _write(self, key: tuple[str, str], blocks: list[bytes]) -> None:
-        """Write blocks of whole lines to a host's file for a day."""
-        data = b"".join(blocks)
-        try:
-            file = self._open(key)
-            file.write(data)
-            file.flush()
-            if self._fsync:
-                os.fsync(file.fileno())
-        except OSError as e:
-            self._metrics.archive_write_errors.inc()
-            self.log.error("cannot write {count} lines to the archive of {host} for {day}: {error}",
-                           count=data.count(b"\n"), host=key[0], day=key[1], error=e)
-            self._close(key)
-            self._keep_for_retry(key, data)
-        else:
-            self._metrics.archive_written_bytes.inc(len(data))
-
-    def _keep_for_retry(self, key: tuple[str, str], data: bytes) -> None:
+    def _keep_for_retry(self, key: Key, data: bytes) -> None:
         self._failed.setdefault(key, []).append(data)
         self._failed_bytes += len(data)
         dropped = 0
@@ -274,51 +406,3 @@ class FileArchive(Service):
                     del self._failed[oldest_key]
         if dropped:
             self._metrics.dropped.labels(reason="archive_retry_buffer_full").inc(dropped)
-
-    def _open(self, key: tuple[str, str]) -> BinaryIO:
-        file = self._files.get(key)
-        if file is not None:
-            # A file whose directory was removed under us would swallow writes.
-            if os.fstat(file.fileno()).st_nlink > 0:
-                self._files.move_to_end(key)
-                return file
-            self._close(key)
-        host, day = key
-        path = self.root / host / f"{day}.log"
-        try:
-            file = open(path, "a+b")  # readable, to check its last byte
-        except FileNotFoundError:
-            # A new host, or its directory removed since: only then is it made,
-            # since with more hosts than max_open_files files are opened again
-            # at every flush.
-            path.parent.mkdir(parents=True, exist_ok=True)
-            file = open(path, "a+b")
-        self._mark_torn_line(file, key)
-        self._files[key] = file
-        while len(self._files) > self._max_open_files:
-            self._close(next(iter(self._files)))
-        self._metrics.archive_open_files.set(len(self._files))
-        return file
-
-    def _mark_torn_line(self, file: BinaryIO, key: tuple[str, str]) -> None:
-        """After a crash the file may end in the middle of a line: end it and mark it."""
-        size = os.fstat(file.fileno()).st_size
-        if size and os.pread(file.fileno(), 1, size - 1) != b"\n":
-            file.write(b"\n" + TORN_MARKER + b"\n")
-            file.flush()
-            self.log.warn("the archive of {host} for {day} ended in a torn line (a crash?); marked it",
-                          host=key[0], day=key[1])
-
-    def _close(self, key: tuple[str, str]) -> None:
-        file = self._files.pop(key, None)
-        if file is not None:
-            try:
-                file.close()
-            except OSError as e:
-                self.log.error("closing the archive of {host} for {day} failed: {error}",
-                               host=key[0], day=key[1], error=e)
-            self._metrics.archive_open_files.set(len(self._files))
-
-    def _close_all(self) -> None:
-        for key in list(self._files):
-            self._close(key)

@@ -53,14 +53,22 @@ class SyslogDatagramProtocol(DatagramProtocol):
     TCP chunk, even when every datagram comes from another firewall. A read
     that brought little is followed by a rest (``rest_before_reading``), so
     that the next one brings more.
+
+    While the archive is backlogged the socket is not read at all, as TCP
+    senders are paused: datagrams wait in the kernel's receive buffer, which
+    drops (and counts) what it cannot hold.
     """
 
     noisy = False
     log = Logger()
 
-    def __init__(self, pipeline: Pipeline, metrics: CollectorMetrics, receive_buffer: int,
-                 max_frame: int, clock: IReactorTime, read_interval: float = 0.0) -> None:
+    def __init__(self, pipeline: Pipeline, archive: Archive, metrics: CollectorMetrics,
+                 receive_buffer: int, max_frame: int, clock: IReactorTime,
+                 read_interval: float = 0.0) -> None:
         self._pipeline = pipeline
+        self._archive = archive
+        self._paused = False
+        archive.when_drained(self._archive_drained)
         self._metrics = metrics
         self._receive_buffer = receive_buffer
         self._max_frame = max_frame
@@ -94,6 +102,7 @@ class SyslogDatagramProtocol(DatagramProtocol):
         if self._resting is not None:
             self._resting.cancel()
             self._resting = None
+        self._paused = False
         self.deliver()
         self._metrics.udp_sockets.forget(self._socket)
 
@@ -130,6 +139,12 @@ class SyslogDatagramProtocol(DatagramProtocol):
 
     def _deliver_read(self) -> None:
         self.deliver()
+        if self._archive.backlogged:
+            self._read_bytes = 0
+            self._paused = True
+            self.transport.stopReading()
+            self.log.warn("the archive is behind: UDP datagrams wait in the kernel until it catches up")
+            return
         now = self._clock.seconds()
         rest = rest_before_reading(self._read_from, now, self._read_bytes, self._read_interval)
         self._read_bytes = 0
@@ -138,6 +153,11 @@ class SyslogDatagramProtocol(DatagramProtocol):
             self._resting = self._clock.callLater(rest, self._read_again)
         else:
             self._read_from = now
+
+    def _archive_drained(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._read_again()
 
     def _read_again(self) -> None:
         self._resting = None

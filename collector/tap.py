@@ -364,7 +364,7 @@ def build(config: Config, reactor: Any, role: WorkerRole | None = None) -> Colle
         Listener("metrics", "listen.metrics", lambda: reactor.listenTCP(
             metrics_at.port, site, interface=metrics_at.host)).setServiceParent(service)
     if (udp_at := listen.udp) is not None:
-        datagrams = SyslogDatagramProtocol(pipeline, metrics, listen.udp_receive_buffer_bytes,
+        datagrams = SyslogDatagramProtocol(pipeline, archive, metrics, listen.udp_receive_buffer_bytes,
                                            listen.max_frame_bytes, reactor, listen.udp_read_interval_seconds)
         Listener("udp", "listen.udp",
                  lambda: listen_shared_udp(reactor, udp_at, datagrams, config.workers.count) if shared

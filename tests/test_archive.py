@@ -2,11 +2,15 @@ import builtins
 import errno
 import gzip
 import shutil
+import threading
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+import pytest_twisted
 from prometheus_client import CollectorRegistry
+from twisted.internet import reactor, task, threads
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 import collector.archive
@@ -270,30 +274,40 @@ def test_maintenance_runs_hourly(tmp_path, registry):
     archive.stopService()
 
 
-def test_lines_for_past_days_wait_while_maintenance_runs(tmp_path, registry):
-    from twisted.internet.defer import Deferred
+class HeldThreads:
+    """A ``run_in_thread`` that holds the jobs named (``write``, ``maintain``)
+    until told, and runs the others at once."""
 
-    jobs = []
+    def __init__(self, *held):
+        self.jobs = {name: [] for name in held}
 
-    def run_later(function, *args, **kwargs):
+    def __call__(self, function, *args, **kwargs):
+        if function.__name__ not in self.jobs:
+            return succeed(function(*args, **kwargs))
         d = Deferred()
-        jobs.append((d, function, args, kwargs))
+        self.jobs[function.__name__].append((d, function, args, kwargs))
         return d
 
+    def finish(self, name):
+        d, function, args, kwargs = self.jobs[name].pop(0)
+        d.callback(function(*args, **kwargs))
+
+
+def test_lines_for_past_days_wait_while_maintenance_runs(tmp_path, registry):
+    held = HeldThreads("maintain")
     clock = Clock()
     clock.advance(NOON + 12 * 3600 - 1.5)  # 23:59:58.5
-    archive = make_archive(tmp_path, registry, clock, run_in_thread=run_later)
-    start_job = jobs.pop()
-    start_job[0].callback(start_job[1](*start_job[2], **start_job[3]))
+    archive = make_archive(tmp_path, registry, clock, run_in_thread=held)
+    held.finish("maintain")
     archive.append(clock.seconds(), [("gw", SENDER, [b"yesterday 1"])])
     clock.advance(2)  # midnight passed: the day's maintenance starts and is still running
-    d, function, args, kwargs = jobs.pop()
+    assert len(held.jobs["maintain"]) == 1
     # A line stamped before midnight (a clock stepped back) arrives now.
     archive.append(clock.seconds() - 1.5, [("gw", SENDER, [b"yesterday 2"])])
     clock.advance(1)
     path = tmp_path / "archive" / "gw" / "2026-11-25.log"
     assert read(path) == [b"yesterday 1"]  # held back, not written under the compressor
-    d.callback(function(*args, **kwargs))
+    held.finish("maintain")
     stopped = []
     archive.stopService().addCallback(stopped.append)
     assert stopped == [None]
@@ -303,18 +317,15 @@ def test_lines_for_past_days_wait_while_maintenance_runs(tmp_path, registry):
 
 
 def test_stop_waits_for_running_maintenance(tmp_path, registry):
-    from twisted.internet.defer import Deferred
-
-    pending = Deferred()
+    held = HeldThreads("maintain")
     clock = Clock()
     clock.advance(NOON)
-    archive = make_archive(tmp_path, registry, clock, run_in_thread=lambda *a, **k: pending)
+    archive = make_archive(tmp_path, registry, clock, run_in_thread=held)
     archive.append(clock.seconds(), [("gw", SENDER, [b"x"])])
     stopped = []
     archive.stopService().addCallback(stopped.append)
     assert stopped == []
-    from collector.archive_files import MaintenanceReport
-    pending.callback(MaintenanceReport())
+    held.finish("maintain")
     assert stopped == [None]
     assert read(tmp_path / "archive" / "gw" / "2026-11-25.log") == [b"x"]
 
@@ -354,3 +365,123 @@ def test_a_large_backlog_of_pending_lines_is_flushed_at_once(tmp_path, registry,
     # No time has passed, yet most lines are on disk already.
     assert len(read(tmp_path / "archive" / "gw" / "2026-11-25.log")) >= 15
     archive.stopService()
+
+
+def test_one_flush_is_written_at_a_time_and_lines_keep_their_order(tmp_path, registry):
+    held = HeldThreads("write")
+    clock = Clock()
+    clock.advance(NOON)
+    archive = make_archive(tmp_path, registry, clock, run_in_thread=held)
+    path = tmp_path / "archive" / "gw" / "2026-11-25.log"
+    archive.append(clock.seconds(), [("gw", SENDER, [b"one"])])
+    first = archive.flush()
+    archive.append(clock.seconds(), [("gw", SENDER, [b"two"])])
+    second = archive.flush()
+    clock.advance(1)  # the timer's flush waits as well
+    archive.append(clock.seconds(), [("gw", SENDER, [b"three"])])
+    assert len(held.jobs["write"]) == 1 and not first.called
+    held.finish("write")
+    assert first.called and not second.called
+    assert read(path) == [b"one"]
+    held.finish("write")  # what came meanwhile, in one write
+    assert second.called and not held.jobs["write"]
+    assert read(path) == [b"one", b"two", b"three"]
+    archive.stopService()
+    held.finish("write")
+
+
+def test_the_archive_is_backlogged_while_a_slow_write_holds_a_flush_worth(tmp_path, registry, monkeypatch):
+    monkeypatch.setattr(collector.archive, "MAX_PENDING_BYTES", 1000)
+    held = HeldThreads("write")
+    clock = Clock()
+    clock.advance(NOON)
+    archive = make_archive(tmp_path, registry, clock, run_in_thread=held)
+    drained = []
+    archive.when_drained(lambda: drained.append(len(held.jobs["write"])))
+    lines = [b"line %d" % n for n in range(100)]  # 41-42 bytes each in the archive
+    for line in lines[:30]:
+        archive.append(clock.seconds(), [("gw", SENDER, [line])])
+    assert len(held.jobs["write"]) == 1  # over the bound: being written
+    assert not archive.backlogged
+    for line in lines[30:]:
+        archive.append(clock.seconds(), [("gw", SENDER, [line])])
+    assert archive.backlogged  # as much again gathered meanwhile
+    assert len(held.jobs["write"]) == 1  # still the first: one write at a time
+    held.finish("write")
+    # The next write starts at once with what gathered, and input may go on.
+    assert len(held.jobs["write"]) == 1 and drained == [1]
+    assert not archive.backlogged
+    held.finish("write")
+    assert read(tmp_path / "archive" / "gw" / "2026-11-25.log") == lines
+    archive.stopService()
+    held.finish("write")
+
+
+def test_maintenance_and_reopening_wait_for_the_write_in_progress(tmp_path, registry):
+    held = HeldThreads("write", "maintain")
+    clock = Clock()
+    clock.advance(NOON)
+    archive = make_archive(tmp_path, registry, clock, run_in_thread=held)
+    held.finish("maintain")  # the one at start-up
+    archive.append(clock.seconds(), [("gw", SENDER, [b"x"])])
+    archive.flush()
+    archive.maintain()
+    reopened = archive.reopen()
+    assert not held.jobs["maintain"]
+    held.finish("write")
+    assert len(held.jobs["maintain"]) == 1
+    assert value(registry, "syslog_collector_archive_open_files") == 1
+    held.finish("write")
+    assert reopened.called
+    assert value(registry, "syslog_collector_archive_open_files") == 0
+    held.finish("maintain")
+    archive.stopService()
+    held.finish("write")
+
+
+def test_an_unexpected_error_in_a_write_is_counted_and_flushing_goes_on(tmp_path, registry, monkeypatch):
+    clock = Clock()
+    clock.advance(NOON)
+    archive = make_archive(tmp_path, registry, clock)
+
+    def broken_open(path, mode):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(collector.archive, "open", broken_open, raising=False)
+    archive.append(clock.seconds(), [("gw", SENDER, [b"lost"])])
+    clock.advance(1)
+    assert value(registry, "syslog_collector_archive_write_errors_total") == 1
+    monkeypatch.undo()
+    archive.append(clock.seconds(), [("gw", SENDER, [b"next"])])
+    clock.advance(1)
+    assert read(tmp_path / "archive" / "gw" / "2026-11-25.log") == [b"next"]
+    archive.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_slow_write_does_not_hold_the_reactor(tmp_path, registry, monkeypatch):
+    release = threading.Event()
+    writers = []
+
+    def slow_open(path, mode):
+        writers.append(threading.get_ident())
+        release.wait(10)
+        return builtins.open(path, mode)
+
+    monkeypatch.setattr(collector.archive, "open", slow_open, raising=False)
+    archive = FileArchive(tmp_path / "archive", UTC, 60.0, CollectorMetrics(registry, 1000), reactor,
+                          run_in_thread=threads.deferToThread)
+    archive.startService()
+    try:
+        archive.append(reactor.seconds(), [("gw", SENDER, [b"slow"])])
+        written = archive.flush()
+        ticks = []
+        for _ in range(5):
+            await task.deferLater(reactor, 0.01, ticks.append, None)
+        assert len(ticks) == 5 and writers and not written.called
+        assert writers[0] != threading.get_ident()
+    finally:
+        release.set()
+    await written
+    assert read(tmp_path / "archive" / "gw" / f"{datetime.now(UTC):%Y-%m-%d}.log") == [b"slow"]
+    await archive.stopService()

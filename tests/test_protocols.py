@@ -24,7 +24,7 @@ from helpers import Bench, until
 
 
 def udp(bench, max_frame=65536):
-    return SyslogDatagramProtocol(bench.pipeline, bench.metrics, 1 << 20, max_frame, bench.clock)
+    return SyslogDatagramProtocol(bench.pipeline, bench.archive, bench.metrics, 1 << 20, max_frame, bench.clock)
 
 
 def receive(bench, protocol, *datagrams, sender=("192.0.2.1", 514)):
@@ -338,7 +338,7 @@ def test_a_udp_socket_read_for_a_little_at_a_time_rests_until_an_interval_has_pa
 @pytest_twisted.ensureDeferred
 async def test_a_udp_socket_that_brings_a_little_at_a_time_rests_between_reads():
     bench = Bench()
-    protocol = SyslogDatagramProtocol(bench.pipeline, bench.metrics, 1 << 20, 65536, bench.clock,
+    protocol = SyslogDatagramProtocol(bench.pipeline, bench.archive, bench.metrics, 1 << 20, 65536, bench.clock,
                                       read_interval=0.01)
     port = reactor.listenUDP(0, protocol, interface="127.0.0.1")
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -384,3 +384,31 @@ async def test_a_udp_socket_that_brings_a_little_at_a_time_rests_between_reads()
         await port.stopListening()
     # The rest ends with the port.
     assert bench.clock.getDelayedCalls() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_udp_socket_is_not_read_while_the_archive_is_backlogged():
+    bench = Bench()
+    protocol = udp(bench)
+    port = reactor.listenUDP(0, protocol, interface="127.0.0.1")
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.connect(("127.0.0.1", port.getHost().port))
+    try:
+        bench.archive.backlogged = True
+        sender.send(b"<13>1 - gw app - - - received")
+        await until(lambda: bench.clock.getDelayedCalls())
+        bench.clock.advance(0)
+        assert bench.archived("gw") == [b"<13>1 - gw app - - - received"]  # kept, not dropped
+        assert port not in reactor.getReaders()
+        sender.send(b"<13>1 - gw app - - - waits")
+        await task.deferLater(reactor, 0.05)
+        assert queued(port.socket) > 0 and not bench.clock.getDelayedCalls()
+        bench.archive.drain()
+        assert port in reactor.getReaders()
+        await until(lambda: bench.clock.getDelayedCalls())
+        bench.clock.advance(0)
+        assert bench.archived("gw")[1:] == [b"<13>1 - gw app - - - waits"]
+        assert port in reactor.getReaders()
+    finally:
+        sender.close()
+        await port.stopListening()
