@@ -4,6 +4,9 @@ import socket
 import sys
 from functools import partial
 
+import pytest_twisted
+from twisted.internet import threads
+
 from collector import config, syslog
 from collector.framing import StreamDecoder
 from collector.kerio import record_in
@@ -85,9 +88,11 @@ def test_compare_writes_the_settings_given_into_the_collectors_config(tmp_path, 
     assert settings.workers.count == 2
 
 
-def test_flush_bench_times_each_case_on_a_real_archive():
+@pytest_twisted.ensureDeferred
+async def test_flush_bench_times_each_case_on_a_real_archive():
     import flush
+    from twisted.internet import reactor
 
-    times = flush.flush_times(hosts=3, lines=2)
+    times = await flush.flush_times(reactor, hosts=3, lines=2, run_in_thread=threads.deferToThread)
     assert len(times) == len(flush.CASES)
-    assert all(t > 0 for t in times)
+    assert all(written > 0 and held > 0 for written, held in times)
