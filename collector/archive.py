@@ -41,7 +41,7 @@ from collector.metrics import CollectorMetrics
 RETRY_BUFFER_BYTES = 64 * 1024 * 1024
 # Lines buffered between flushes; past this, a flush happens at once, or
 # when one is being written, the archive is backlogged.
-MAX_PENDING_BYTES = 16 * 1024 * 1024
+MAX_PENDING_BYTES = 8 * 1024 * 1024
 MAINTENANCE_INTERVAL = 3600.0
 
 # Runs a blocking function away from the reactor thread: deferToThreadPool

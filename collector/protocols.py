@@ -329,7 +329,7 @@ class SyslogStreamProtocol(Protocol):
             factory = self.factory
             factory.pipeline.receive(frames, self.sender, transport, self._firewall)
             if factory.archive.backlogged:
-                factory.pause(self)
+                factory.pause()
 
 
 class SyslogStreamFactory(Factory):
@@ -374,12 +374,18 @@ class SyslogStreamFactory(Factory):
         self.connections.add(protocol)
         self._gauge.set(len(self.connections))
 
-    def pause(self, protocol: SyslogStreamProtocol) -> None:
-        """Stop reading from a connection: its sender waits, nothing is buffered here."""
-        if protocol not in self.paused:
-            self.paused.add(protocol)
+    def pause(self) -> None:
+        """Stop reading from every connection: senders wait, nothing is buffered here.
+
+        All of them at once, not each at its next delivery: with a thousand
+        connections, one more read from each could hold as much again as
+        the archive's whole backlog.
+        """
+        pausing = self.connections - self.paused
+        for protocol in pausing:
             protocol.transport.pauseProducing()
-            self.metrics.paused_connections.inc()
+        self.paused |= pausing
+        self.metrics.paused_connections.inc(len(pausing))
 
     def resume(self) -> None:
         paused, self.paused = self.paused, set()
