@@ -1,6 +1,6 @@
 """How long one flush of the archive holds the reactor, with many firewalls.
 
-    python bench/flush.py [--hosts 1000] [--lines 60] [--repeat 3]
+    python bench/flush.py [--hosts 1000] [--lines 30] [--repeat 3]
 
 A flush writes the buffered lines to one file per host and day. This times
 a flush of ``--lines`` lines per host in four cases: the first one, which
@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
 from twisted.internet.threads import deferToThreadPool  # noqa: E402
 
-from collector.archive import FileArchive, RunInThread, run_synchronously  # noqa: E402
+from collector.archive import MAX_PENDING_BYTES, FileArchive, RunInThread, run_synchronously  # noqa: E402
 from collector.metrics import CollectorMetrics  # noqa: E402
 
 CASES = ("new hosts", "files open", "files open again", "the next day")
@@ -85,9 +85,12 @@ async def flush_times(reactor: Any, hosts: int, lines: int, run_in_thread: RunIn
 async def main(reactor: Any) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=1000)
-    parser.add_argument("--lines", type=int, default=60, help="lines per host and flush")
+    parser.add_argument("--lines", type=int, default=30, help="lines per host and flush")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    if args.hosts * args.lines * len(LINE) > MAX_PENDING_BYTES:
+        parser.error(f"more than MAX_PENDING_BYTES ({MAX_PENDING_BYTES}) in all: the archive would "
+                     "flush before it is asked to")
     modes: dict[str, RunInThread] = {
         "a thread": lambda f, *a, **k: deferToThreadPool(reactor, reactor.getThreadPool(), f, *a, **k),
         "the reactor's thread": run_synchronously,
