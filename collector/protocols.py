@@ -389,7 +389,12 @@ class SyslogStreamFactory(Factory):
 
     def resume(self) -> None:
         paused, self.paused = self.paused, set()
+        now = self.clock.seconds()
         for protocol in paused:
+            # The wait was ours: the idle and frame timeouts start again.
+            protocol.last_data_at = now
+            if protocol.partial_since is not None:
+                protocol.partial_since = now
             protocol.transport.resumeProducing()
         self.metrics.paused_connections.dec(len(paused))
 
@@ -407,7 +412,7 @@ class SyslogStreamFactory(Factory):
     def sweep(self) -> None:
         """Close idle connections, and those whose message never completes (slowloris)."""
         now = self.clock.seconds()
-        for protocol in list(self.connections):
+        for protocol in self.connections - self.paused:
             if now - protocol.last_data_at >= self.idle_timeout:
                 protocol.close("idle")
             elif protocol.partial_since is not None and now - protocol.partial_since >= self.frame_timeout:

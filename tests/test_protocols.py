@@ -277,6 +277,26 @@ def test_connections_pause_while_the_archive_is_backlogged():
     assert bench.value("syslog_collector_paused_connections") == 0.0
 
 
+def test_a_paused_connection_is_not_closed_as_idle_or_slow_while_the_archive_catches_up():
+    bench = Bench()
+    factory = stream_factory(bench, idle_timeout=10, frame_timeout=5)
+    factory.startFactory()
+    protocol, transport = connect(factory)
+    bench.archive.backlogged = True
+    protocol.dataReceived(b"<13>1 - gw app - - - one\n<13>1 - gw app - - - half")
+    assert transport.producerState == "paused"
+    bench.clock.advance(60)
+    assert not transport.disconnecting
+    bench.archive.drain()
+    bench.clock.advance(4)
+    assert not transport.disconnecting  # the timeouts start again at the resume
+    bench.clock.advance(2)
+    assert transport.disconnecting
+    assert bench.value("syslog_collector_closed_connections_total", reason="frame_timeout") == 1.0
+    protocol.connectionLost()
+    factory.stopFactory()
+
+
 def test_read_size_grows_while_reads_come_back_full_and_falls_back_after_a_small_one():
     least = 64 * 1024
     assert next_read_size(least, least, least) == 4 * least
