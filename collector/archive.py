@@ -20,6 +20,7 @@ after each change of day and every ``MAINTENANCE_INTERVAL`` seconds.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections import OrderedDict
 from collections.abc import Callable
@@ -99,8 +100,14 @@ class OpenFiles:
             data = b"".join(blocks)
             try:
                 file = self._open(key, report)
-                file.write(data)
-                file.flush()
+                # Shared: other workers append to the same file at once, but
+                # none checks its end for a torn line meanwhile.
+                fcntl.flock(file.fileno(), fcntl.LOCK_SH)
+                try:
+                    file.write(data)
+                    file.flush()
+                finally:
+                    fcntl.flock(file.fileno(), fcntl.LOCK_UN)
                 if self._fsync:
                     os.fsync(file.fileno())
             except OSError as e:
@@ -138,12 +145,20 @@ class OpenFiles:
         return file
 
     def _mark_torn_line(self, file: BinaryIO, key: Key, report: WriteReport) -> None:
-        """After a crash the file may end in the middle of a line: end it and mark it."""
-        size = os.fstat(file.fileno()).st_size
-        if size and os.pread(file.fileno(), 1, size - 1) != b"\n":
-            file.write(b"\n" + TORN_MARKER + b"\n")
-            file.flush()
-            report.torn.append(key)
+        """After a crash the file may end in the middle of a line: end it and mark it.
+
+        Under an exclusive lock: another worker's write in progress would
+        show its end mid-line.
+        """
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+        try:
+            size = os.fstat(file.fileno()).st_size
+            if size and os.pread(file.fileno(), 1, size - 1) != b"\n":
+                file.write(b"\n" + TORN_MARKER + b"\n")
+                file.flush()
+                report.torn.append(key)
+        finally:
+            fcntl.flock(file.fileno(), fcntl.LOCK_UN)
 
     def _close(self, key: Key, report: WriteReport) -> None:
         file = self._files.pop(key, None)
