@@ -1,5 +1,6 @@
 import builtins
 import errno
+import fcntl
 import gzip
 import shutil
 import threading
@@ -485,3 +486,27 @@ async def test_a_slow_write_does_not_hold_the_reactor(tmp_path, registry, monkey
     await written
     assert read(tmp_path / "archive" / "gw" / f"{datetime.now(UTC):%Y-%m-%d}.log") == [b"slow"]
     await archive.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_another_workers_write_in_progress_is_not_taken_for_a_torn_line(tmp_path, registry):
+    clock = Clock()
+    clock.advance(NOON)
+    path = tmp_path / "archive" / "gw" / "2026-11-25.log"
+    path.parent.mkdir(parents=True)
+    stamp = b"2026-11-25T12:00:00.000000Z 192.0.2.1:1 "
+    path.write_bytes(stamp + b"first\n" + stamp + b"sec")  # as the other's write shows it midway
+    with open(path, "ab") as other:
+        fcntl.flock(other.fileno(), fcntl.LOCK_SH)  # held by the other worker while it writes
+        archive = FileArchive(tmp_path / "archive", UTC, 1.0, CollectorMetrics(registry, 1000), clock,
+                              run_in_thread=threads.deferToThread)
+        archive.append(clock.seconds(), [("gw", SENDER, [b"third"])])
+        written = archive.flush()
+        await task.deferLater(reactor, 0.1)
+        assert not written.called  # the end is checked once the other's write is done
+        other.write(b"ond\n")
+        other.flush()
+        fcntl.flock(other.fileno(), fcntl.LOCK_UN)
+    await written
+    await archive.reopen()
+    assert read(path) == [b"first", b"second", b"third"]
