@@ -6,8 +6,8 @@ The writing itself (opening, writing, closing files) runs in a thread, one
 flush at a time, so that a slow disk or the opening of a thousand files at
 the first flush of a day does not hold the reactor: meanwhile it goes on
 reading sockets. While a flush is being written, lines for the next one
-gather; past ``MAX_PENDING_BYTES`` of them the archive is backlogged, and
-input waits.
+gather: past ``MAX_PENDING_BYTES`` of them the archive is backlogged, and
+TCP senders wait; past ``MAX_GATHERED_BYTES`` it is full, and UDP waits too.
 
 A failed write is counted and logged, and its lines are kept for the next
 flush, up to ``retry_buffer_bytes``; past that the oldest are dropped and
@@ -43,6 +43,10 @@ RETRY_BUFFER_BYTES = 64 * 1024 * 1024
 # Lines buffered between flushes; past this, a flush happens at once, or
 # when one is being written, the archive is backlogged.
 MAX_PENDING_BYTES = 8 * 1024 * 1024
+# Lines gathered while a flush is written, past which the archive is full.
+# Higher: UDP that is not read is lost, while TCP senders lose nothing by
+# waiting; the first flush with many new firewalls makes as many files.
+MAX_GATHERED_BYTES = 4 * MAX_PENDING_BYTES
 MAINTENANCE_INTERVAL = 3600.0
 
 # Runs a blocking function away from the reactor thread: deferToThreadPool
@@ -60,7 +64,11 @@ class Archive(Protocol):
 
     @property
     def backlogged(self) -> bool:
-        """Whether the archive is behind: input should wait (TCP senders paused, UDP not read)."""
+        """Whether the archive is behind: TCP senders should wait."""
+
+    @property
+    def full(self) -> bool:
+        """Whether the archive is far behind: all input should wait, UDP too."""
 
     def when_drained(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` after each flush that leaves the archive not backlogged."""
@@ -311,6 +319,11 @@ class FileArchive(Service):
         # Or the disk is slower than the input: a flush's worth waits for it.
         return (self._failed_bytes > self._retry_buffer_bytes // 2
                 or self._pending_bytes > MAX_PENDING_BYTES)
+
+    @property
+    def full(self) -> bool:
+        return (self._failed_bytes > self._retry_buffer_bytes // 2
+                or self._pending_bytes > MAX_GATHERED_BYTES)
 
     def when_drained(self, callback: Callable[[], None]) -> None:
         self._drain_listeners.append(callback)

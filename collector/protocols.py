@@ -54,9 +54,9 @@ class SyslogDatagramProtocol(DatagramProtocol):
     that brought little is followed by a rest (``rest_before_reading``), so
     that the next one brings more.
 
-    While the archive is backlogged the socket is not read at all, as TCP
-    senders are paused: datagrams wait in the kernel's receive buffer, which
-    drops (and counts) what it cannot hold.
+    While the archive is full the socket is not read at all: datagrams wait
+    in the kernel's receive buffer, which drops (and counts) what it cannot
+    hold.
     """
 
     noisy = False
@@ -139,7 +139,7 @@ class SyslogDatagramProtocol(DatagramProtocol):
 
     def _deliver_read(self) -> None:
         self.deliver()
-        if self._archive.backlogged:
+        if self._archive.full:
             self._read_bytes = 0
             self._paused = True
             self.transport.stopReading()

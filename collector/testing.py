@@ -22,6 +22,7 @@ class MemoryArchive:
     def __init__(self) -> None:
         self.messages: list[StoredMessage] = []
         self.backlogged = False
+        self.full = False
         self.drain_listeners: list[Callable[[], None]] = []
 
     def when_drained(self, callback: Callable[[], None]) -> None:
@@ -29,7 +30,7 @@ class MemoryArchive:
 
     def drain(self) -> None:
         """As after a flush that caught up."""
-        self.backlogged = False
+        self.backlogged = self.full = False
         for listener in self.drain_listeners:
             listener()
 

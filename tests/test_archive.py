@@ -347,7 +347,7 @@ def test_backlog_signals_senders_to_wait_and_drained_after_recovery(tmp_path, re
         archive.append(clock.seconds(), [("gw", SENDER, [b"msg %d" % n])])
     drained.clear()
     clock.advance(1)
-    assert archive.backlogged and drained == []
+    assert archive.backlogged and archive.full and drained == []  # UDP waits as well
     assert value(registry, "syslog_collector_archive_backlog_bytes") == 8 * line_size
     monkeypatch.undo()
     clock.advance(1)
@@ -391,27 +391,31 @@ def test_one_flush_is_written_at_a_time_and_lines_keep_their_order(tmp_path, reg
     held.finish("write")
 
 
-def test_the_archive_is_backlogged_while_a_slow_write_holds_a_flush_worth(tmp_path, registry, monkeypatch):
+def test_the_archive_is_backlogged_then_full_while_a_slow_write_holds_more(tmp_path, registry, monkeypatch):
     monkeypatch.setattr(collector.archive, "MAX_PENDING_BYTES", 1000)
+    monkeypatch.setattr(collector.archive, "MAX_GATHERED_BYTES", 4000)
     held = HeldThreads("write")
     clock = Clock()
     clock.advance(NOON)
     archive = make_archive(tmp_path, registry, clock, run_in_thread=held)
     drained = []
     archive.when_drained(lambda: drained.append(len(held.jobs["write"])))
-    lines = [b"line %d" % n for n in range(100)]  # 41-42 bytes each in the archive
+    lines = [b"line %d" % n for n in range(200)]  # 41-43 bytes each in the archive
     for line in lines[:30]:
         archive.append(clock.seconds(), [("gw", SENDER, [line])])
     assert len(held.jobs["write"]) == 1  # over the bound: being written
     assert not archive.backlogged
-    for line in lines[30:]:
+    for line in lines[30:60]:
         archive.append(clock.seconds(), [("gw", SENDER, [line])])
-    assert archive.backlogged  # as much again gathered meanwhile
+    assert archive.backlogged and not archive.full  # as much again gathered meanwhile
+    for line in lines[60:]:
+        archive.append(clock.seconds(), [("gw", SENDER, [line])])
+    assert archive.full
     assert len(held.jobs["write"]) == 1  # still the first: one write at a time
     held.finish("write")
     # The next write starts at once with what gathered, and input may go on.
     assert len(held.jobs["write"]) == 1 and drained == [1]
-    assert not archive.backlogged
+    assert not archive.backlogged and not archive.full
     held.finish("write")
     assert read(tmp_path / "archive" / "gw" / "2026-11-25.log") == lines
     archive.stopService()

@@ -407,18 +407,23 @@ async def test_a_udp_socket_that_brings_a_little_at_a_time_rests_between_reads()
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_udp_socket_is_not_read_while_the_archive_is_backlogged():
+async def test_a_udp_socket_is_not_read_while_the_archive_is_full():
     bench = Bench()
     protocol = udp(bench)
     port = reactor.listenUDP(0, protocol, interface="127.0.0.1")
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender.connect(("127.0.0.1", port.getHost().port))
     try:
-        bench.archive.backlogged = True
+        bench.archive.backlogged = True  # TCP senders wait; UDP is still read
+        sender.send(b"<13>1 - gw app - - - read on")
+        await until(lambda: bench.clock.getDelayedCalls())
+        bench.clock.advance(0)
+        assert port in reactor.getReaders()
+        bench.archive.full = True
         sender.send(b"<13>1 - gw app - - - received")
         await until(lambda: bench.clock.getDelayedCalls())
         bench.clock.advance(0)
-        assert bench.archived("gw") == [b"<13>1 - gw app - - - received"]  # kept, not dropped
+        assert bench.archived("gw")[-1] == b"<13>1 - gw app - - - received"  # kept, not dropped
         assert port not in reactor.getReaders()
         sender.send(b"<13>1 - gw app - - - waits")
         await task.deferLater(reactor, 0.05)
@@ -427,7 +432,7 @@ async def test_a_udp_socket_is_not_read_while_the_archive_is_backlogged():
         assert port in reactor.getReaders()
         await until(lambda: bench.clock.getDelayedCalls())
         bench.clock.advance(0)
-        assert bench.archived("gw")[1:] == [b"<13>1 - gw app - - - waits"]
+        assert bench.archived("gw")[2:] == [b"<13>1 - gw app - - - waits"]
         assert port in reactor.getReaders()
     finally:
         sender.close()
