@@ -190,9 +190,10 @@ class CollectorService(MultiService):
         effect at the next start. A config that no longer validates is
         refused, and the registry in use is kept.
         """
-        self.archive.reopen()
+        # Said once done: the files are closed after the flush being written.
+        self.archive.reopen().addCallback(lambda _: self.log.info("reopened the archive files"))
         if config_path is None:
-            self.log.info("reopened the archive files (no config file to re-read)")
+            self.log.info("no config file to re-read")
             return
         try:
             config = configuration.load(config_path)
@@ -201,7 +202,7 @@ class CollectorService(MultiService):
                            "configuration error: {error}", error=str(e))
             return
         self.pipeline.hosts = HostRegistry(config.firewalls, config.hosts.unregistered)
-        self.log.info("reopened the archive files and reloaded {count} firewall(s) from {path}",
+        self.log.info("reloaded {count} firewall(s) from {path}",
                       count=len(config.firewalls), path=config_path)
 
     def stopService(self) -> Deferred[None]:  # noqa: N802

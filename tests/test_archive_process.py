@@ -16,6 +16,16 @@ def today():
 
 
 
+def open_files(pid):
+    paths = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            paths.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:  # closed meanwhile
+            pass
+    return paths
+
+
 def test_sighup_reloads_the_registry_and_reopens_files_keeping_connections(tmp_path):
     config = tmp_path / "collector.toml"
     config.write_text("[archive]\nflush_interval_seconds = 0.2\n")
@@ -39,6 +49,9 @@ def test_sighup_reloads_the_registry_and_reopens_files_keeping_connections(tmp_p
             os.rename(hq_file, moved)
             process.process.send_signal(signal.SIGHUP)
             assert wait_until(lambda: process.log().count("reloaded 1 firewall(s)") == 2)
+            # Once it says so, the moved file is closed: a tool may compress it.
+            assert wait_until(lambda: process.log().count("reopened the archive files") == 2)
+            assert str(moved) not in open_files(process.process.pid)
             sock.sendall(b"<13>1 - hq app - - - after reopen\n")
             assert wait_until(hq_file.exists)
             assert process.sample("syslog_collector_tcp_connections", transport="tcp") == 1.0
