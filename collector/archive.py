@@ -315,15 +315,17 @@ class FileArchive(Service):
 
     @property
     def backlogged(self) -> bool:
-        # Half the retry buffer: TCP senders wait before anything must be dropped.
-        # Or the disk is slower than the input: a flush's worth waits for it.
-        return (self._failed_bytes > self._retry_buffer_bytes // 2
-                or self._pending_bytes > MAX_PENDING_BYTES)
+        return self._behind(MAX_PENDING_BYTES)
 
     @property
     def full(self) -> bool:
+        return self._behind(MAX_GATHERED_BYTES)
+
+    def _behind(self, gathered_bound: int) -> bool:
+        # Half the retry buffer: input waits before anything must be dropped.
+        # Or the disk is slower than the input: lines gather while it writes.
         return (self._failed_bytes > self._retry_buffer_bytes // 2
-                or self._pending_bytes > MAX_GATHERED_BYTES)
+                or self._pending_bytes > gathered_bound)
 
     def when_drained(self, callback: Callable[[], None]) -> None:
         self._drain_listeners.append(callback)
