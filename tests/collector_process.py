@@ -35,6 +35,17 @@ def wait_until(predicate, timeout: float = 15.0) -> bool:
     return False
 
 
+def open_files(pid: int) -> set[str]:
+    """What process ``pid`` holds open: paths, and ``socket:[inode]`` for sockets."""
+    held = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            held.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:  # closed meanwhile
+            pass
+    return held
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -8,22 +8,11 @@ from datetime import UTC, datetime
 
 from collector.archive_line import parse_line
 from collector.hosts import sanitize_host
-from collector_process import CollectorProcess, wait_until
+from collector_process import CollectorProcess, open_files, wait_until
 
 
 def today():
     return datetime.now(UTC).strftime("%Y-%m-%d")
-
-
-
-def open_files(pid):
-    paths = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            paths.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
-        except FileNotFoundError:  # closed meanwhile
-            pass
-    return paths
 
 
 def test_sighup_reloads_the_registry_and_reopens_files_keeping_connections(tmp_path):

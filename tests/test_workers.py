@@ -15,7 +15,7 @@ from twisted.logger import globalLogPublisher
 
 from collector.config import ListenAddress
 from collector.workers import listen_shared_udp, spread_at_random
-from collector_process import TWISTD, CollectorProcess, collector_environment, wait_until
+from collector_process import TWISTD, CollectorProcess, collector_environment, open_files, wait_until
 
 
 def children(pid):
@@ -46,8 +46,7 @@ def test_two_workers_share_the_ports_and_the_metrics(tmp_path):
         assert wait_until(lambda: process.sample("syslog_collector_tcp_connections", transport="tcp") == 16, timeout=30)
         # The supervisor split them exactly, and each worker holds its half.
         assert [process.sample("syslog_collector_worker_connections", worker=str(i)) for i in (0, 1)] == [8, 8]
-        tcp_sockets = [sum(1 for fd in os.listdir(f"/proc/{pid}/fd")
-                           if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")) for pid in workers]
+        tcp_sockets = [sum(1 for held in open_files(pid) if held.startswith("socket:")) for pid in workers]
         assert min(tcp_sockets) >= 8, tcp_sockets
         for index, sock in enumerate(connections):
             sock.sendall(b"".join(b"<13>1 - shared app - n%d - Engine: Startup.\n" % (index * 1000 + i)
