@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prometheus_client import CollectorRegistry  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
-from twisted.internet.threads import deferToThreadPool  # noqa: E402
+from twisted.internet.threads import deferToThread  # noqa: E402
 
 from collector.archive import MAX_PENDING_BYTES, FileArchive, RunInThread, run_synchronously  # noqa: E402
 from collector.metrics import CollectorMetrics  # noqa: E402
@@ -92,7 +92,7 @@ async def main(reactor: Any) -> None:
         parser.error(f"more than MAX_PENDING_BYTES ({MAX_PENDING_BYTES}) in all: the archive would "
                      "flush before it is asked to")
     modes: dict[str, RunInThread] = {
-        "a thread": lambda f, *a, **k: deferToThreadPool(reactor, reactor.getThreadPool(), f, *a, **k),
+        "a thread": deferToThread,  # the reactor's pool, as the collector's archive uses
         "the reactor's thread": run_synchronously,
     }
     runs: dict[str, list[list[tuple[float, float]]]] = {mode: [] for mode in modes}
