@@ -117,3 +117,20 @@ def test_arbitrary_bytes_never_raise(chunks, max_frame):
     decoder = StreamDecoder(max_frame=max_frame)
     for frame in feed_all(decoder, chunks) + decoder.finish():
         assert len(frame) <= max_frame
+
+
+# Streams made of what framing looks at: counts, spaces, trailers, text.
+framing_bytes = st.lists(st.sampled_from([b"0", b"1", b"5", b"9", b" ", b"\n", b"\r", b"\x00", b"<", b"x"]),
+                         max_size=60).map(b"".join)
+
+
+@settings(max_examples=500)
+@given(framing_bytes, st.data())
+def test_any_stream_decodes_the_same_whatever_the_chunks(stream, data):
+    whole = StreamDecoder(max_frame=8)
+    expected = whole.feed(stream)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
+    chunked = StreamDecoder(max_frame=8)
+    frames = feed_all(chunked, [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)], strict=False)])
+    assert frames == expected
+    assert (chunked.error, chunked.truncated, chunked.pending) == (whole.error, whole.truncated, whole.pending)
