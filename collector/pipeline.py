@@ -36,9 +36,6 @@ _BUCKET_LIMIT = 65536
 # Shapes are few (see collector.shapes) unless authentication reasons name
 # many users; beyond this many the summaries are forgotten and read again.
 _SHAPE_LIMIT = 16384
-# Looked up once: reading an enum member off its class takes ten times as
-# long as reading a module constant (CPython 3.11), and this is read per message.
-_ENGINE_STARTUP = RecordType.ENGINE_STARTUP
 
 _log = Logger()
 
@@ -158,6 +155,10 @@ class Pipeline:
         rate_limited: dict[HostMetrics, int] = {}
         mismatched: dict[HostMetrics, int] = {}
         summaries = self._summaries
+        # Read once a call: compiled or not, a module global is looked up in
+        # a dict at each use, and an enum member off its class costs more.
+        match_shape = COMMON_SHAPE.match
+        host_field, key_fields, engine_startup = HOST_FIELD, KEY_FIELDS, RecordType.ENGINE_STARTUP
         for sender, messages in batches:
             allowed = len(messages) if not self._rate else self._allowance(sender, len(messages), received_at)
             # Each HOSTNAME is resolved once a sender and call: the host, its
@@ -166,11 +167,11 @@ class Pipeline:
             hostnames: dict[bytes | None, tuple[SourceHost, HostMetrics, list[bytes], bool]] = {}
             for index, raw in enumerate(messages):
                 # Most messages take a common shape, whose summary is read once.
-                shape = COMMON_SHAPE.match(raw)
+                shape = match_shape(raw)
                 if shape is not None:
                     # One call for every field: cheaper than asking for each.
                     fields = shape.groups()
-                    hostname = fields[HOST_FIELD]
+                    hostname = fields[host_field]
                 else:
                     envelope = syslog.envelope(raw)
                     if envelope.header_error is not None:
@@ -187,7 +188,7 @@ class Pipeline:
                     continue
                 raws.append(raw)
                 if shape is not None:
-                    shape_key = fields[KEY_FIELDS]
+                    shape_key = fields[key_fields]
                     summary = summaries.get(shape_key)
                     if summary is None:
                         summary = self._summary_of_shape(shape_key, shape)
@@ -195,7 +196,7 @@ class Pipeline:
                     summary = summary_in(envelope)
                 key = (host_metrics, summary)
                 pending_records[key] = pending_records.get(key, 0) + 1
-                if summary.type is _ENGINE_STARTUP:
+                if summary.type is engine_startup:
                     metrics.engine_started(host_metrics, received_at)
                 if host.hostname_mismatch:
                     mismatched[host_metrics] = mismatched.get(host_metrics, 0) + 1
