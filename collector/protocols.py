@@ -21,7 +21,7 @@ from collector.archive import Archive
 from collector.config import Firewall
 from collector.framing import StreamDecoder, datagram_message
 from collector.metrics import CollectorMetrics
-from collector.pipeline import Pipeline, Sender
+from collector.pipeline import Pipeline, RateLimitedLog, Sender
 from collector.records import Transport
 from collector.tls import subject_common_name
 
@@ -68,6 +68,8 @@ class SyslogDatagramProtocol(DatagramProtocol):
         self._pipeline = pipeline
         self._archive = archive
         self._paused = False
+        # A disk slower than the input pauses reading at every flush.
+        self._pause_log = RateLimitedLog(self.log, clock)
         archive.when_drained(self._archive_drained)
         self._metrics = metrics
         self._receive_buffer = receive_buffer
@@ -143,7 +145,7 @@ class SyslogDatagramProtocol(DatagramProtocol):
             self._read_bytes = 0
             self._paused = True
             self.transport.stopReading()
-            self.log.warn("the archive is behind: UDP datagrams wait in the kernel until it catches up")
+            self._pause_log.warn("the archive is behind: UDP datagrams wait in the kernel until it catches up")
             return
         now = self._clock.seconds()
         rest = rest_before_reading(self._read_from, now, self._read_bytes, self._read_interval)

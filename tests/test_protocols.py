@@ -8,8 +8,10 @@ import pytest_twisted
 from twisted.internet import reactor, task, threads
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
 
 from collector.config import UnregisteredPolicy
+from collector.pipeline import LOG_INTERVAL
 from collector.protocols import (
     FULL_READ,
     MAX_READ_SIZE,
@@ -435,5 +437,39 @@ async def test_a_udp_socket_is_not_read_while_the_archive_is_full():
         assert bench.archived("gw")[2:] == [b"<13>1 - gw app - - - waits"]
         assert port in reactor.getReaders()
     finally:
+        sender.close()
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_udp_pauses_are_logged_at_most_every_log_interval():
+    bench = Bench()
+    protocol = udp(bench)
+    port = reactor.listenUDP(0, protocol, interface="127.0.0.1")
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.connect(("127.0.0.1", port.getHost().port))
+    warnings = []
+    globalLogPublisher.addObserver(warnings.append)
+
+    async def pause():
+        bench.archive.full = True
+        sender.send(b"<13>1 - gw app - - - one more")
+        await until(lambda: bench.clock.getDelayedCalls())
+        bench.clock.advance(0)
+        assert port not in reactor.getReaders()
+        bench.archive.drain()
+
+    def said():
+        return [event["held_back"] for event in warnings
+                if "UDP datagrams wait" in event.get("log_format", "")]
+    try:
+        await pause()
+        await pause()
+        assert said() == [0]
+        bench.clock.advance(LOG_INTERVAL)
+        await pause()
+        assert said() == [0, 1]  # the one held back is told of
+    finally:
+        globalLogPublisher.removeObserver(warnings.append)
         sender.close()
         await port.stopListening()
