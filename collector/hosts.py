@@ -19,7 +19,7 @@ MAX_HOST_LENGTH = 253  # a full DNS name; also well under a file name's 255 byte
 # never pass, and ".." is refused below.
 _HOST_TAG = re.compile(r"[a-z0-9_:-][a-z0-9._:-]*")
 
-# Bound the resolution cache: one entry per (sender address, HOSTNAME) pair.
+# Bound the cache of firewalls by sender address.
 _CACHE_LIMIT = 65536
 
 
@@ -62,7 +62,6 @@ class HostRegistry:
         self._unregistered = unregistered
         self._by_subject = {f.tls_subject: f for f in firewalls if f.tls_subject is not None}
         self._by_sender: dict[str, Firewall | None] = {}
-        self._cache: dict[tuple[str, str | None], SourceHost] = {}
 
     def firewall_for(self, sender_ip: str) -> Firewall | None:
         try:
@@ -85,22 +84,15 @@ class HostRegistry:
                 or self.firewall_for(sender_ip) is not None)
 
     def resolve(self, sender_ip: str, hostname: str | None) -> SourceHost:
-        """The host of a message from an accepted sender (see ``accepts``)."""
-        key = (sender_ip, hostname)
-        try:
-            return self._cache[key]
-        except KeyError:
-            pass
+        """The host of a message from an accepted sender (see ``accepts``).
+
+        Not cached here: the pipeline keeps what it resolved.
+        """
         firewall = self.firewall_for(sender_ip)
         if firewall is None:
             tag = sanitize_host(hostname) if hostname else None
-            host = SourceHost(tag or sanitize_host(sender_ip) or "unknown")
-        else:
-            host = self.resolve_bound(firewall, hostname)
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[key] = host
-        return host
+            return SourceHost(tag or sanitize_host(sender_ip) or "unknown")
+        return self.resolve_bound(firewall, hostname)
 
     def resolve_bound(self, firewall: Firewall, hostname: str | None) -> SourceHost:
         """The host of a message known to come from ``firewall``."""

@@ -36,6 +36,9 @@ _BUCKET_LIMIT = 65536
 # Shapes are few (see collector.shapes) unless authentication reasons name
 # many users; beyond this many the summaries are forgotten and read again.
 _SHAPE_LIMIT = 16384
+# One tag a sender address and HOSTNAME (and TLS firewall): past this many
+# they are forgotten and resolved again.
+_TAG_LIMIT = 65536
 
 _log = Logger()
 
@@ -91,7 +94,12 @@ class Pipeline:
         syslog_timezone: tzinfo,
         max_messages_per_second_per_sender: int = 0,
     ) -> None:
-        self.hosts = hosts
+        self._hosts = hosts
+        # Host, metrics and whether they are "other" (metrics.max_hosts), by
+        # (sender address, TLS firewall, HOSTNAME). Kept across calls: a
+        # worker with headroom reads a few dozen KiB at a time, in which each
+        # firewall has few messages.
+        self._tags: dict[tuple[str, str | None, bytes | None], tuple[SourceHost, HostMetrics, bool]] = {}
         self._archive = archive
         self._metrics = metrics
         self._clock = clock
@@ -102,9 +110,19 @@ class Pipeline:
         self._refusals = RateLimitedLog(_log, clock)
         self._rate_limits = RateLimitedLog(_log, clock)
 
+    @property
+    def hosts(self) -> HostRegistry:
+        return self._hosts
+
+    @hosts.setter
+    def hosts(self, hosts: HostRegistry) -> None:
+        """A new registry (the configuration was reloaded): every tag is resolved again."""
+        self._hosts = hosts
+        self._tags = {}
+
     def accepts(self, sender: Sender) -> bool:
         """Whether a datagram from ``sender`` is taken; count and log a refusal."""
-        if self.hosts.accepts(sender.ip):
+        if self._hosts.accepts(sender.ip):
             return True
         self._metrics.refused.labels(reason="unregistered").inc()
         self._refusals.warn("refused a message from unregistered sender {sender}",
@@ -113,7 +131,7 @@ class Pipeline:
 
     def accepts_connection(self, sender: Sender) -> bool:
         """Whether a TCP connection from ``sender`` is taken; count and log a refusal."""
-        if self.hosts.accepts(sender.ip):
+        if self._hosts.accepts(sender.ip):
             return True
         self.refuse_connection(sender, "unregistered")
         return False
@@ -229,16 +247,29 @@ class Pipeline:
     def _resolve(self, hostname_field: bytes | None, sender: Sender, firewall: Firewall | None,
                  archived: dict[tuple[str, bytes], tuple[HostMetrics, list[bytes]]],
                  ) -> tuple[SourceHost, HostMetrics, list[bytes], bool]:
+        tag_key = (sender.ip, None if firewall is None else firewall.name, hostname_field)
+        tag = self._tags.get(tag_key)
+        if tag is None:
+            tag = self._tag(hostname_field, sender, firewall)
+            if len(self._tags) >= _TAG_LIMIT:
+                self._tags.clear()
+            self._tags[tag_key] = tag
+        host, host_metrics, overflow = tag
+        key = (host.name, sender.text)
+        part = archived.get(key)
+        if part is None:
+            part = archived[key] = (host_metrics, [])
+        return host, host_metrics, part[1], overflow
+
+    def _tag(self, hostname_field: bytes | None, sender: Sender, firewall: Firewall | None,
+             ) -> tuple[SourceHost, HostMetrics, bool]:
         hostname = None if hostname_field is None else hostname_field.decode("utf-8", "replace")
         if firewall is None:
-            host = self.hosts.resolve(sender.ip, hostname)
+            host = self._hosts.resolve(sender.ip, hostname)
         else:
-            host = self.hosts.resolve_bound(firewall, hostname)
+            host = self._hosts.resolve_bound(firewall, hostname)
         host_metrics = self._metrics.host(host.name)
-        key = (host.name, sender.text)
-        if key not in archived:
-            archived[key] = (host_metrics, [])
-        return host, host_metrics, archived[key][1], host_metrics.host != host.name
+        return host, host_metrics, host_metrics.host != host.name
 
     def _allowance(self, sender: Sender, wanted: int, now: float) -> int:
         bucket = self._buckets.get(sender.ip)

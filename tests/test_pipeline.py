@@ -11,6 +11,7 @@ from collector.archive import FileArchive
 from collector.archive_line import parse_line
 from collector.config import Firewall, UnregisteredPolicy
 from collector.framing import StreamDecoder
+from collector.hosts import HostRegistry
 from collector.pipeline import Pipeline, Sender
 from collector.records import RecordType, Transport
 from helpers import Bench
@@ -204,6 +205,20 @@ def test_one_read_from_several_senders_resolves_each_senders_hosts():
     assert bench.value("syslog_collector_received_messages_total", host="hq", transport="udp") == 2.0
     assert bench.value("syslog_collector_received_messages_total", host="gw", transport="udp") == 1.0
     assert bench.value("syslog_collector_hostname_mismatches_total", host="hq") == 2.0
+
+
+def test_tags_are_kept_across_reads_until_the_registry_is_replaced():
+    bench = Bench()
+    message = b"<13>1 - gw app - - - hello"
+    bench.pipeline.receive([message], SENDER, Transport.UDP)
+    bench.pipeline.receive([message], SENDER, Transport.UDP)
+    assert [m.host for m in bench.archive.messages] == ["gw", "gw"]
+    # A reload registers the sender: what it sends next is its firewall's.
+    hq = Firewall(name="hq", networks=(ipaddress.ip_network("192.0.2.0/30"),))
+    bench.pipeline.hosts = HostRegistry((hq,), UnregisteredPolicy.ACCEPT)
+    bench.pipeline.receive([message], SENDER, Transport.UDP)
+    assert [m.host for m in bench.archive.messages] == ["gw", "gw", "hq"]
+    assert bench.value("syslog_collector_hostname_mismatches_total", host="hq") == 1.0
 
 
 def test_one_host_from_several_senders_in_one_read_keeps_each_sender():
