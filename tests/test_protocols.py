@@ -1,3 +1,4 @@
+import contextlib
 import fcntl
 import socket
 import struct
@@ -357,23 +358,32 @@ def test_a_udp_socket_read_for_a_little_at_a_time_rests_until_an_interval_has_pa
     assert rest_before_reading(100.0, 100.002, 500, 0.0) == 0.0
 
 
+@contextlib.asynccontextmanager
+async def listening(protocol):
+    """A UDP port on loopback for ``protocol``, and a socket connected to it."""
+    port = reactor.listenUDP(0, protocol, interface="127.0.0.1")
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.connect(("127.0.0.1", port.getHost().port))
+    try:
+        yield port, sender
+    finally:
+        sender.close()
+        await port.stopListening()
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_udp_socket_that_brings_a_little_at_a_time_rests_between_reads():
     bench = Bench()
     protocol = SyslogDatagramProtocol(bench.pipeline, bench.archive, bench.metrics, 1 << 20, 65536, bench.clock,
                                       read_interval=0.01)
-    port = reactor.listenUDP(0, protocol, interface="127.0.0.1")
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender.connect(("127.0.0.1", port.getHost().port))
+    async with listening(protocol) as (port, sender):
+        async def read(*datagrams):
+            # The reactor reads them; their delivery waits for the test's clock.
+            for datagram in datagrams:
+                sender.send(datagram)
+            await until(lambda: bench.clock.getDelayedCalls())
+            bench.clock.advance(0.001)
 
-    async def read(*datagrams):
-        # The reactor reads them; their delivery waits for the test's clock.
-        for datagram in datagrams:
-            sender.send(datagram)
-        await until(lambda: bench.clock.getDelayedCalls())
-        bench.clock.advance(0.001)
-
-    try:
         await read(b"<13>1 - gw app - - - one")
         assert port in reactor.getReaders()  # the first read in a while: no rest
         await read(b"<13>1 - gw app - - - two")
@@ -401,9 +411,6 @@ async def test_a_udp_socket_that_brings_a_little_at_a_time_rests_between_reads()
         assert port in reactor.getReaders()
         await read(b"<13>1 - gw app - - - five")
         assert port not in reactor.getReaders()
-    finally:
-        sender.close()
-        await port.stopListening()
     # The rest ends with the port.
     assert bench.clock.getDelayedCalls() == []
 
@@ -411,11 +418,7 @@ async def test_a_udp_socket_that_brings_a_little_at_a_time_rests_between_reads()
 @pytest_twisted.ensureDeferred
 async def test_a_udp_socket_is_not_read_while_the_archive_is_full():
     bench = Bench()
-    protocol = udp(bench)
-    port = reactor.listenUDP(0, protocol, interface="127.0.0.1")
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender.connect(("127.0.0.1", port.getHost().port))
-    try:
+    async with listening(udp(bench)) as (port, sender):
         bench.archive.backlogged = True  # TCP senders wait; UDP is still read
         sender.send(b"<13>1 - gw app - - - read on")
         await until(lambda: bench.clock.getDelayedCalls())
@@ -436,20 +439,12 @@ async def test_a_udp_socket_is_not_read_while_the_archive_is_full():
         bench.clock.advance(0)
         assert bench.archived("gw")[2:] == [b"<13>1 - gw app - - - waits"]
         assert port in reactor.getReaders()
-    finally:
-        sender.close()
-        await port.stopListening()
 
 
 @pytest_twisted.ensureDeferred
 async def test_udp_pauses_are_logged_at_most_every_log_interval():
     bench = Bench()
-    protocol = udp(bench)
-    port = reactor.listenUDP(0, protocol, interface="127.0.0.1")
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender.connect(("127.0.0.1", port.getHost().port))
     warnings = []
-    globalLogPublisher.addObserver(warnings.append)
 
     async def pause():
         bench.archive.full = True
@@ -462,14 +457,15 @@ async def test_udp_pauses_are_logged_at_most_every_log_interval():
     def said():
         return [event["held_back"] for event in warnings
                 if "UDP datagrams wait" in event.get("log_format", "")]
+
+    globalLogPublisher.addObserver(warnings.append)
     try:
-        await pause()
-        await pause()
-        assert said() == [0]
-        bench.clock.advance(LOG_INTERVAL)
-        await pause()
-        assert said() == [0, 1]  # the one held back is told of
+        async with listening(udp(bench)) as (port, sender):
+            await pause()
+            await pause()
+            assert said() == [0]
+            bench.clock.advance(LOG_INTERVAL)
+            await pause()
+            assert said() == [0, 1]  # the one held back is told of
     finally:
         globalLogPublisher.removeObserver(warnings.append)
-        sender.close()
-        await port.stopListening()
