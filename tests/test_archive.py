@@ -502,8 +502,7 @@ async def test_another_workers_write_in_progress_is_not_taken_for_a_torn_line(tm
     path.write_bytes(stamp + b"first\n" + stamp + b"sec")  # as the other's write shows it midway
     with open(path, "ab") as other:
         fcntl.flock(other.fileno(), fcntl.LOCK_SH)  # held by the other worker while it writes
-        archive = FileArchive(tmp_path / "archive", UTC, 1.0, CollectorMetrics(registry, 1000), clock,
-                              run_in_thread=threads.deferToThread)
+        archive = make_archive(tmp_path, registry, clock, run_in_thread=threads.deferToThread)
         archive.append(clock.seconds(), [("gw", SENDER, [b"third"])])
         written = archive.flush()
         await task.deferLater(reactor, 0.1)
@@ -512,5 +511,5 @@ async def test_another_workers_write_in_progress_is_not_taken_for_a_torn_line(tm
         other.flush()
         fcntl.flock(other.fileno(), fcntl.LOCK_UN)
     await written
-    await archive.reopen()
+    await archive.stopService()
     assert read(path) == [b"first", b"second", b"third"]
