@@ -63,3 +63,14 @@ def clean_reactor():
         port.stopListening()
     assert not left_calls, f"test left delayed calls behind: {left_calls}"
     assert not left_ports, f"test left listening ports behind: {left_ports}"
+
+
+@pytest.fixture
+def log_events():
+    """``log_events(text)``: the events logged so far in the test whose format holds ``text``."""
+    from twisted.logger import globalLogPublisher
+
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    yield lambda text: [event for event in events if text in event.get("log_format", "")]
+    globalLogPublisher.removeObserver(events.append)

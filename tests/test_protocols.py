@@ -9,7 +9,6 @@ import pytest_twisted
 from twisted.internet import reactor, task, threads
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import StringTransport
-from twisted.logger import globalLogPublisher
 
 from collector.config import UnregisteredPolicy
 from collector.pipeline import LOG_INTERVAL
@@ -442,9 +441,8 @@ async def test_a_udp_socket_is_not_read_while_the_archive_is_full():
 
 
 @pytest_twisted.ensureDeferred
-async def test_udp_pauses_are_logged_at_most_every_log_interval():
+async def test_udp_pauses_are_logged_at_most_every_log_interval(log_events):
     bench = Bench()
-    warnings = []
 
     async def pause():
         bench.archive.full = True
@@ -455,17 +453,12 @@ async def test_udp_pauses_are_logged_at_most_every_log_interval():
         bench.archive.drain()
 
     def said():
-        return [event["held_back"] for event in warnings
-                if "UDP datagrams wait" in event.get("log_format", "")]
+        return [event["held_back"] for event in log_events("UDP datagrams wait")]
 
-    globalLogPublisher.addObserver(warnings.append)
-    try:
-        async with listening(udp(bench)) as (port, sender):
-            await pause()
-            await pause()
-            assert said() == [0]
-            bench.clock.advance(LOG_INTERVAL)
-            await pause()
-            assert said() == [0, 1]  # the one held back is told of
-    finally:
-        globalLogPublisher.removeObserver(warnings.append)
+    async with listening(udp(bench)) as (port, sender):
+        await pause()
+        await pause()
+        assert said() == [0]
+        bench.clock.advance(LOG_INTERVAL)
+        await pause()
+        assert said() == [0, 1]  # the one held back is told of

@@ -11,7 +11,6 @@ import pytest_twisted
 from prometheus_client import ProcessCollector
 from twisted.internet import reactor
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import globalLogPublisher
 
 from collector.config import ListenAddress
 from collector.workers import listen_shared_udp, spread_at_random
@@ -272,16 +271,11 @@ def test_a_sighup_while_workers_start_reloads_them_later_instead_of_killing_them
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_kernel_that_refuses_the_program_leaves_the_port_working():
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        # A modulus of 0 is a program the kernel refuses, for real.
-        port = listen_shared_udp(reactor, ListenAddress("127.0.0.1", 0), DatagramProtocol(), workers=0)
-    finally:
-        globalLogPublisher.removeObserver(events.append)
+def test_a_kernel_that_refuses_the_program_leaves_the_port_working(log_events):
+    # A modulus of 0 is a program the kernel refuses, for real.
+    port = listen_shared_udp(reactor, ListenAddress("127.0.0.1", 0), DatagramProtocol(), workers=0)
     try:
         assert port.getHost().port > 0
-        assert any("by a hash of their sender" in e.get("log_format", "") for e in events)
+        assert log_events("by a hash of their sender")
     finally:
         yield port.stopListening()
