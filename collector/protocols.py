@@ -431,12 +431,21 @@ class SyslogStreamFactory(Factory):
         d: Deferred[None] = Deferred()
         self._drained.append(d)
         deadline = self.clock.seconds() + timeout
+        quiet_before: set[SyslogStreamProtocol] = set()
 
         def close_quiet() -> None:
+            nonlocal quiet_before
             now = self.clock.seconds()
+            # A paused connection is silent because we stopped reading it.
+            quiet = {protocol for protocol in self.connections - self.paused
+                     if now - protocol.last_data_at >= DRAIN_QUIET_SECONDS}
+            # Quiet at two checks in a row: after the reactor was held up, a
+            # check runs before what came meanwhile is read.
+            done = quiet & quiet_before
             for protocol in list(self.connections):
-                if now >= deadline or now - protocol.last_data_at >= DRAIN_QUIET_SECONDS:
+                if now >= deadline or protocol in done:
                     protocol.transport.loseConnection()
+            quiet_before = quiet
 
         checker = LoopingCall(close_quiet)
         checker.clock = self.clock

@@ -261,6 +261,39 @@ def test_drain_closes_quiet_connections_first_and_all_at_the_deadline():
     assert len(bench.archived("gw")) == 11
 
 
+def test_drain_does_not_take_a_held_up_reactor_for_a_quiet_connection():
+    bench = Bench()
+    factory = stream_factory(bench)
+    protocol, transport = connect(factory)
+    drained = factory.drain(timeout=5.0)
+    bench.clock.advance(0.5)  # one check, after a long wait: the sender's data is not read yet
+    protocol.dataReceived(b"<13>1 - gw app - - - sent meanwhile\n")
+    bench.clock.advance(0.1)
+    assert not transport.disconnecting
+    for _ in range(3):
+        bench.clock.advance(0.1)
+    assert transport.disconnecting  # quiet at two checks in a row
+    protocol.connectionLost()
+    assert drained.called
+
+
+def test_drain_keeps_a_paused_connection_until_the_deadline():
+    bench = Bench()
+    factory = stream_factory(bench)
+    protocol, transport = connect(factory)
+    bench.archive.backlogged = True
+    protocol.dataReceived(b"<13>1 - gw app - - - disk slow\n")
+    assert transport.producerState == "paused"
+    drained = factory.drain(timeout=1.0)
+    for _ in range(9):
+        bench.clock.advance(0.1)
+    assert not transport.disconnecting  # silent because it is not read
+    bench.clock.advance(0.2)  # past the deadline
+    assert transport.disconnecting
+    protocol.connectionLost()
+    assert drained.called
+
+
 def test_connections_pause_while_the_archive_is_backlogged():
     bench = Bench()
     factory = stream_factory(bench)
