@@ -362,8 +362,9 @@ def build_package(target: Path) -> None:
                     "--root-user-action=ignore", "--no-deps", "--target", str(target), str(REPO)], check=True)
 
 
-def run_once(system_class: type[System], messages: list[bytes], transport: str, connections: int,
+def run_once(system_class: type[System], wire: list[bytes], transport: str, connections: int,
              rate: float | None) -> Result:
+    """One run of ``system`` on ``wire``: the messages as ``loadgen.frame`` gives them."""
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{system_class.name}-"))
     try:
         system = system_class(workdir, free_port(), transport)
@@ -375,7 +376,7 @@ def run_once(system_class: type[System], messages: list[bytes], transport: str, 
         idle_before, all_before = machine_times()
         start = time.monotonic()
         sender_before = own_cpu_seconds()
-        loadgen.send(messages, transport, system.port, connections, rate)
+        loadgen.send(wire, transport, system.port, connections, rate)
         sender_cpu = own_cpu_seconds() - sender_before
         # Done when the output has stopped growing for two seconds. The
         # machine's times are taken at the last growth, so that those two
@@ -394,13 +395,13 @@ def run_once(system_class: type[System], messages: list[bytes], transport: str, 
         cpu = sum(used.values())
         rss = peak_rss(pid)
         system.stop()
-        seen = bytearray(len(messages))
+        seen = bytearray(len(wire))
         duplicates = loadgen.count_sequences(system.written(), seen)
         received = sum(seen)
-        return Result(rate=received / elapsed, loss=100.0 * (len(messages) - received) / len(messages),
+        return Result(rate=received / elapsed, loss=100.0 * (len(wire) - received) / len(wire),
                       duplicates=duplicates, cpu_per_million=cpu / max(received, 1) * 1e6, peak_rss=rss,
                       busiest_share=max(used.values()) / cpu if cpu else 1.0,
-                      sender_cpu_per_million=sender_cpu / len(messages) * 1e6, machine_idle=100.0 * machine_idle)
+                      sender_cpu_per_million=sender_cpu / len(wire) * 1e6, machine_idle=100.0 * machine_idle)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -425,7 +426,7 @@ def main() -> None:
             parser.error(f"--set {setting!r}: expected SECTION.KEY=VALUE")
         Collector.settings.setdefault(section, {})[key] = value
 
-    messages = loadgen.build(args.messages, args.hosts)
+    wire = loadgen.frame(loadgen.build(args.messages, args.hosts), args.transport)
     names = [n for n in args.systems.split(",") if n]
     if "syslog-ng" in names and not (SYSLOG_NG / "usr/sbin/syslog-ng").exists():
         sys.exit(f"syslog-ng is not unpacked in {SYSLOG_NG}: run bash bench/setup.sh")
@@ -441,7 +442,7 @@ def main() -> None:
         for _ in range(args.repeat):
             for name in names:  # interleaved, so that drifts in machine load hit all alike
                 results[name].append(
-                    run_once(SYSTEMS[name], messages, args.transport, args.connections, args.rate))
+                    run_once(SYSTEMS[name], wire, args.transport, args.connections, args.rate))
     medians = {name: Result(*(statistics.median(getattr(r, field.name) for r in runs) for field in fields(Result)))
                for name, runs in results.items()}
     print(f"{'system':15s} {'msgs/s':>10s} {'loss %':>8s} {'dups':>6s} {'CPU s/1M':>9s} {'peak RSS MB':>12s} "

@@ -5,8 +5,8 @@
 
 Every message is RFC 5424 and carries its sequence number as its MSGID
 (``s<N>``), so that loss and duplicates can be counted exactly from whatever
-the receiver wrote. Messages are built before the clock starts: the sender
-must not be the bottleneck it measures.
+the receiver wrote. Messages are built and framed before the clock starts:
+the sender must not be the bottleneck it measures.
 """
 
 from __future__ import annotations
@@ -45,16 +45,16 @@ def frame(messages: list[bytes], transport: str) -> list[bytes]:
     return messages
 
 
-def send(messages: list[bytes], transport: str, port: int, connections: int = 4,
+def send(wire: list[bytes], transport: str, port: int, connections: int = 4,
          rate: float | None = None, host: str = "127.0.0.1") -> float:
-    """Send everything; return the seconds it took. Messages are dealt out to
-    the connections in turn; ``rate`` caps messages/s in all.
+    """Send every message of ``wire`` (``frame(messages, transport)``);
+    return the seconds it took. Messages are dealt out to the connections in
+    turn; ``rate`` caps messages/s in all.
 
     At most ``SENDER_THREADS`` threads send, each over its share of the
     connections in turn: a thread per connection would spend the sender's
     CPU on the GIL once there are hundreds of them.
     """
-    wire = frame(messages, transport)
     threads_count = min(connections, SENDER_THREADS)
     sockets = [_connect(transport, host, port) for _ in range(connections)]
     try:
@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, help="messages/s in all (default: as fast as possible)")
     args = parser.parse_args()
     messages = build(args.messages, args.hosts)
-    seconds = send(messages, args.transport, args.port, args.connections, args.rate, args.host)
+    seconds = send(frame(messages, args.transport), args.transport, args.port, args.connections, args.rate, args.host)
     print(f"sent {len(messages)} messages in {seconds:.2f} s ({len(messages) / seconds:,.0f}/s)")
 
 

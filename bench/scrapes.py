@@ -50,7 +50,7 @@ def send(collector: CollectorProcess, messages: list[bytes], rate: float,
     scraper = threading.Thread(target=scrape) if every else None
     if scraper is not None:
         scraper.start()
-    loadgen.send(messages, "udp", collector.ports["udp"], SENDERS, rate)
+    loadgen.send(loadgen.frame(messages, "udp"), "udp", collector.ports["udp"], SENDERS, rate)
     done.set()
     if scraper is not None:
         scraper.join()
@@ -75,7 +75,7 @@ def main() -> None:
                           f"[metrics]\nmax_hosts = {args.hosts + 100}\n")
         collector = CollectorProcess(workdir, config=str(config))
         try:
-            loadgen.send(messages[:args.hosts], "udp", collector.ports["udp"], 1, 5000)
+            loadgen.send(loadgen.frame(messages[:args.hosts], "udp"), "udp", collector.ports["udp"], 1, 5000)
             time.sleep(2)
             dropped, _ = send(collector, messages, args.rate, None)
             quiet.append(dropped)

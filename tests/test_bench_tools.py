@@ -46,7 +46,7 @@ def test_udp_load_is_dealt_out_to_each_connection_in_turn():
     messages = loadgen.build(60, hosts=3)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
         receiver.bind(("127.0.0.1", 0))
-        loadgen.send(messages, "udp", receiver.getsockname()[1], connections)
+        loadgen.send(loadgen.frame(messages, "udp"), "udp", receiver.getsockname()[1], connections)
         receiver.settimeout(5)
         by_sender: dict[tuple[str, int], list[bytes]] = {}
         for _ in messages:
@@ -62,7 +62,7 @@ def test_tcp_load_is_dealt_out_to_each_connection_in_turn():
         listener.bind(("127.0.0.1", 0))
         listener.listen(connections)
         # Small enough for the kernel's buffers: sent before anything is read.
-        loadgen.send(messages, "tcp-octet", listener.getsockname()[1], connections)
+        loadgen.send(loadgen.frame(messages, "tcp-octet"), "tcp-octet", listener.getsockname()[1], connections)
         listener.settimeout(5)
         streams = []
         for _ in range(connections):
