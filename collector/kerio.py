@@ -568,8 +568,10 @@ _DOTTED_QUAD = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3
 # The common endpoints, 192.0.2.1:80 or 192.0.2.1 (an IPS line may add a
 # note in parentheses), checked without converting anything.
 # 0 to 255 and 0 to 65535, zero-padded or not; collector/shapes.py checks with them too.
+# The first alternative that matches is the longest one that can: the
+# shapes match them without going back to try another.
 OCTET_PATTERN = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|0[0-9][0-9]|[0-9]{1,2})"
-PORT_PATTERN = r"(?:[0-5]?[0-9]{1,4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+PORT_PATTERN = r"(?:[0-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]|[0-9]{1,4})"
 _VALID_QUAD = re.compile(rf"(?:{OCTET_PATTERN}\.){{3}}{OCTET_PATTERN}")
 _VALID_QUAD_ENDPOINT = re.compile(_VALID_QUAD.pattern + rf"(?::{PORT_PATTERN})?(?:\(.*\))?")
 

@@ -30,6 +30,15 @@ import re
 from collector.kerio import OCTET_PATTERN, PORT_PATTERN
 
 
+def _atomic(pattern: bytes) -> bytes:
+    # Matches as "(?:pattern)" does where a piece can be read one way only
+    # (tests/test_shapes.py checks that): sre keeps a point to go back to
+    # for each branch and repeat it passes until the whole match ends,
+    # reallocating its stack as that grows, and drops those of an atomic
+    # group once the group has matched.
+    return rb"(?>" + pattern + rb")"
+
+
 def _optional(pattern: bytes) -> bytes:
     # Matches as "(?:pattern)?" does, but sre runs that through its general
     # repeat machinery, and this as a plain branch, in fewer steps.
@@ -53,7 +62,7 @@ _RFC5424_TIMESTAMP = (
 _BSD_TIMESTAMP = _MONTH + rb" (?: [1-9]|0[1-9]|[12][0-9]|3[01]) " + _TIME
 _TAG = (rb"(?!(?:Anti-Spoofing|Authentication|Engine|FTP|IPS)[:\[])"
         rb"[^\s:\[\]]{1,48}" + _optional(rb"\[[^\]\s]{0,128}\]") + rb": ?")
-_HEADER = (
+_HEADER = _atomic(
     _PRI + rb"(?:(1) " + _RFC5424_TIMESTAMP + rb"|" + _BSD_TIMESTAMP + rb") "
     + rb"(?P<host>(?!- )[!-9;-Z\\^-~]+) "  # printable, no ':' '[' ']'
     + rb"(?(1)[!-~]+ [!-~]+ [!-~]+ - |" + _TAG + rb")"
@@ -61,13 +70,13 @@ _HEADER = (
 )
 
 # [17/Jul/2008 11:46:38], a valid date.
-_EVENT_TIME = _optional(rb"\[" + _DAY + rb"/" + _MONTH + rb"/[1-9][0-9]{3} " + _TIME + rb"\] ?")
+_EVENT_TIME = _atomic(_optional(rb"\[" + _DAY + rb"/" + _MONTH + rb"/[1-9][0-9]{3} " + _TIME + rb"\] ?"))
 
 _OCTET = OCTET_PATTERN.encode()
 _PORT = rb"(?::" + PORT_PATTERN.encode() + rb")"
 # Written out: a repeated group costs sre more than the same pattern three times.
 _ADDRESS = (_OCTET + rb"\.") * 3 + _OCTET
-_ENDPOINT = _ADDRESS + _optional(_PORT)
+_ENDPOINT = _atomic(_ADDRESS + _optional(_PORT))
 _END = rb"(?=[ \t\r\n]|\Z)"
 
 # Anti-spoofing, both wordings. A TCP packet has every TCP field, as Kerio
