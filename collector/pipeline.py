@@ -27,7 +27,7 @@ from collector.kerio import summarize, summary_in
 from collector.metrics import CollectorMetrics, HostMetrics
 from collector.ratelimit import TokenBucket
 from collector.records import RecordSummary, RecordType, Transport
-from collector.shapes import COMMON_SHAPE, HOST_FIELD, KEY_FIELDS, msg_of
+from collector.shapes import COMMON_SHAPE, HOST_FIELD, KEY_START, msg_of
 
 # Refusals and rate limiting are logged at most this often.
 LOG_INTERVAL = 10.0
@@ -176,13 +176,14 @@ class Pipeline:
         # Read once a call: compiled or not, a module global is looked up in
         # a dict at each use, and an enum member off its class costs more.
         match_shape = COMMON_SHAPE.match
-        host_field, key_fields, engine_startup = HOST_FIELD, KEY_FIELDS, RecordType.ENGINE_STARTUP
+        host_field, key_start, engine_startup = HOST_FIELD, KEY_START, RecordType.ENGINE_STARTUP
         for sender, messages in batches:
             allowed = len(messages) if not self._rate else self._allowance(sender, len(messages), received_at)
             # Each HOSTNAME is resolved once a sender and call: the host, its
-            # metrics, its messages, and whether it is counted under "other"
-            # (metrics.max_hosts).
-            hostnames: dict[bytes | None, tuple[SourceHost, HostMetrics, list[bytes], bool]] = {}
+            # metrics, its messages, whether it is counted under "other"
+            # (metrics.max_hosts), and whether it is not the HOSTNAME its
+            # registered firewall should send.
+            hostnames: dict[bytes | None, tuple[SourceHost, HostMetrics, list[bytes], bool, bool]] = {}
             for index, raw in enumerate(messages):
                 # Most messages take a common shape, whose summary is read once.
                 shape = match_shape(raw)
@@ -198,7 +199,12 @@ class Pipeline:
                 known = hostnames.get(hostname)
                 if known is None:
                     known = hostnames[hostname] = self._resolve(hostname, sender, firewall, archived)
-                host, host_metrics, raws, overflow = known
+                    # Once a second per host the whole header is read, for
+                    # the clock skew. The receive time is the same for the
+                    # whole call: only a host's first message in it can be due.
+                    if index < allowed and received_at >= known[1].next_skew_check:
+                        self._observe_skew(known[1], syslog.parse(raw), received_at, known[0].firewall)
+                _, host_metrics, raws, overflow, mismatch = known
                 if overflow:
                     overflowed += 1
                 if index >= allowed:
@@ -206,7 +212,7 @@ class Pipeline:
                     continue
                 raws.append(raw)
                 if shape is not None:
-                    shape_key = fields[key_fields]
+                    shape_key = fields[key_start:]
                     summary = summaries.get(shape_key)
                     if summary is None:
                         summary = self._summary_of_shape(shape_key, shape)
@@ -216,11 +222,8 @@ class Pipeline:
                 pending_records[key] = pending_records.get(key, 0) + 1
                 if summary.type is engine_startup:
                     metrics.engine_started(host_metrics, received_at)
-                if host.hostname_mismatch:
+                if mismatch:
                     mismatched[host_metrics] = mismatched.get(host_metrics, 0) + 1
-                if received_at >= host_metrics.next_skew_check:
-                    # Once a second per host: only then is the whole header read.
-                    self._observe_skew(host_metrics, syslog.parse(raw), received_at, host.firewall)
         if header_errors:
             metrics.header_parse_errors.inc(header_errors)
         if overflowed:
@@ -246,7 +249,7 @@ class Pipeline:
 
     def _resolve(self, hostname_field: bytes | None, sender: Sender, firewall: Firewall | None,
                  archived: dict[tuple[str, bytes], tuple[HostMetrics, list[bytes]]],
-                 ) -> tuple[SourceHost, HostMetrics, list[bytes], bool]:
+                 ) -> tuple[SourceHost, HostMetrics, list[bytes], bool, bool]:
         tag_key = (sender.ip, None if firewall is None else firewall.name, hostname_field)
         tag = self._tags.get(tag_key)
         if tag is None:
@@ -259,7 +262,7 @@ class Pipeline:
         part = archived.get(key)
         if part is None:
             part = archived[key] = (host_metrics, [])
-        return host, host_metrics, part[1], overflow
+        return host, host_metrics, part[1], overflow, host.hostname_mismatch
 
     def _tag(self, hostname_field: bytes | None, sender: Sender, firewall: Firewall | None,
              ) -> tuple[SourceHost, HostMetrics, bool]:

@@ -13,7 +13,7 @@ The contract, held by tests against the full reading:
 - a message that matches has no header error, its HOSTNAME is the ``host``
   group (``shape.groups()[HOST_FIELD]``), and its summary is
   ``kerio.summarize(msg_of(shape))``;
-- two messages that match with equal keys (``shape.groups()[KEY_FIELDS]``)
+- two messages that match with equal keys (``shape.groups()[KEY_START:]``)
   have the same summary.
 
 So the pipeline reads one message of each key in full and reuses its
@@ -112,9 +112,11 @@ COMMON_SHAPE = re.compile(
     + rb"(?:" + rb"|".join((_ANTI_SPOOFING, _IPS, _AUTHENTICATION, _FTP, _ENGINE, _NO_MARKER)) + rb")"
 )
 # Where ``shape.groups()``, which returns every field in one call, holds
-# the HOSTNAME, and the key: what the summary is read from.
+# the HOSTNAME, and where the key starts: what the summary is read from.
+# Indices, not a ``slice``: compiled, ``fields[KEY_START:]`` copies the
+# tuple's items directly.
 HOST_FIELD = COMMON_SHAPE.groupindex["host"] - 1
-KEY_FIELDS = slice(COMMON_SHAPE.groupindex["msg"], None)
+KEY_START = COMMON_SHAPE.groupindex["msg"]
 
 
 def msg_of(shape: re.Match[bytes]) -> bytes:

@@ -16,7 +16,7 @@ from test_kerio import SYSLOG_ENVELOPES, corpus
 
 from collector import syslog
 from collector.kerio import summarize, summary_in
-from collector.shapes import COMMON_SHAPE, HOST_FIELD, KEY_FIELDS, msg_of
+from collector.shapes import COMMON_SHAPE, HOST_FIELD, KEY_START, msg_of
 from collector_process import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -45,7 +45,7 @@ def assert_contract(messages):
         assert msg_of(shape) == envelope.msg, raw
         summary = summary_in(envelope)
         assert summarize(msg_of(shape)) == summary, raw
-        summaries[shape.groups()[KEY_FIELDS]][summary] = raw
+        summaries[shape.groups()[KEY_START:]][summary] = raw
     for key, seen in summaries.items():
         assert len(seen) == 1, (key, seen)
     return sum(1 for raw in messages if COMMON_SHAPE.match(raw))

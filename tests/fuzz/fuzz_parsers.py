@@ -16,7 +16,7 @@ with atheris.instrument_imports():
     from collector.archive_line import format_batch, parse_line
     from collector.framing import StreamDecoder
     from collector.records import RecordSummary
-    from collector.shapes import COMMON_SHAPE, HOST_FIELD, KEY_FIELDS, msg_of
+    from collector.shapes import COMMON_SHAPE, HOST_FIELD, KEY_START, msg_of
 
 
 def framing(data: bytes) -> None:
@@ -83,7 +83,7 @@ def shapes(data: bytes) -> None:
     assert envelope.header_error is None and envelope.hostname == fields[HOST_FIELD], message
     summary = kerio.summary_in(envelope)
     assert kerio.summarize(msg_of(shape)) == summary, message
-    first, example = _SUMMARIES.setdefault(fields[KEY_FIELDS], (summary, message))
+    first, example = _SUMMARIES.setdefault(fields[KEY_START:], (summary, message))
     assert summary == first, (message, example)
 
 
