@@ -118,12 +118,12 @@ class CollectorMetrics:
     """All the metrics.
 
     What every message counts (records, messages and bytes received) is
-    added up in plain dicts, ``pending_records`` and the like, and published
-    to the Prometheus metrics by ``publish``, on the reactor's thread: before
-    every scrape (collector.web), and every ``PUBLISH_INTERVAL`` seconds
-    (``MetricsPublisher``) for the worker processes, whose registry is never
-    collected. Incrementing
-    a prometheus_client child takes a lock, and in multiprocess mode writes a
+    added up by the pipeline in plain dicts, ``pending_records`` and the
+    like, and published to the Prometheus metrics by ``publish``, on the
+    reactor's thread: before every scrape (collector.web), and every
+    ``PUBLISH_INTERVAL`` seconds (``MetricsPublisher``) for the worker
+    processes, whose registry is never collected. Incrementing a
+    prometheus_client child takes a lock, and in multiprocess mode writes a
     mmap'd file: too much to do for every message.
     """
 
@@ -133,9 +133,9 @@ class CollectorMetrics:
         self.max_interfaces_per_host = max_interfaces_per_host
         self._hosts: dict[str, HostMetrics] = {}
         self.pending_records: dict[tuple[HostMetrics, RecordSummary], int] = {}
-        # Messages and bytes, by host and transport.
-        self._pending_received: dict[tuple[HostMetrics, Transport], list[int]] = {}
-        self._last_message: dict[HostMetrics, float] = {}
+        # Messages and bytes, by host and transport, and each host's last receive time.
+        self.pending_received: dict[tuple[HostMetrics, Transport], list[int]] = {}
+        self.pending_last_message: dict[HostMetrics, float] = {}
         self._last_engine_start: dict[HostMetrics, float] = {}
         self.udp_sockets = UdpSocketCollector(registry)
 
@@ -237,16 +237,6 @@ class CollectorMetrics:
         for reason in DROP_REASONS:
             self.dropped.labels(reason=reason)
 
-    def count_received(self, host: HostMetrics, transport: Transport, messages: int, size: int,
-                       received_at: float) -> None:
-        pending = self._pending_received.get((host, transport))
-        if pending is None:
-            self._pending_received[(host, transport)] = [messages, size]
-        else:
-            pending[0] += messages
-            pending[1] += size
-        self._last_message[host] = received_at
-
     def engine_started(self, host: HostMetrics, received_at: float) -> None:
         self._last_engine_start[host] = received_at
 
@@ -257,11 +247,11 @@ class CollectorMetrics:
             host.count_records(summary, count)
             if summary.defective:
                 self._record_parse_errors[summary.type].inc(count)
-        received, self._pending_received = self._pending_received, {}
+        received, self.pending_received = self.pending_received, {}
         for (host, transport), (messages, size) in received.items():
             host.received_messages[transport].inc(messages)
             host.received_bytes[transport].inc(size)
-        last_message, self._last_message = self._last_message, {}
+        last_message, self.pending_last_message = self.pending_last_message, {}
         for host, seconds in last_message.items():
             host.last_message.set(seconds)
         last_engine_start, self._last_engine_start = self._last_engine_start, {}

@@ -241,10 +241,20 @@ class Pipeline:
         for host_metrics, count in mismatched.items():
             host_metrics.hostname_mismatches.inc(count)
         batch = []
+        # Counted here, not by a call into the metrics for each part: the
+        # metrics are not compiled, and a worker with headroom reads few
+        # messages of each firewall at a time.
+        received, last_message = metrics.pending_received, metrics.pending_last_message
         for (name, sender_text), (host_metrics, raws) in archived.items():
             if raws:  # else all rate limited
                 batch.append((name, sender_text, raws))
-                metrics.count_received(host_metrics, transport, len(raws), _size(raws), received_at)
+                counts = received.get((host_metrics, transport))
+                if counts is None:
+                    received[(host_metrics, transport)] = [len(raws), _size(raws)]
+                else:
+                    counts[0] += len(raws)
+                    counts[1] += _size(raws)
+                last_message[host_metrics] = received_at
         if batch:
             self._archive.append(received_at, batch)
 
