@@ -248,12 +248,9 @@ class Pipeline:
         for (name, sender_text), (host_metrics, raws) in archived.items():
             if raws:  # else all rate limited
                 batch.append((name, sender_text, raws))
-                counts = received.get((host_metrics, transport))
-                if counts is None:
-                    received[(host_metrics, transport)] = [len(raws), _size(raws)]
-                else:
-                    counts[0] += len(raws)
-                    counts[1] += _size(raws)
+                counts = received.setdefault((host_metrics, transport), [0, 0])
+                counts[0] += len(raws)
+                counts[1] += _size(raws)
                 last_message[host_metrics] = received_at
         if batch:
             self._archive.append(received_at, batch)
