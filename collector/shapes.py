@@ -80,23 +80,27 @@ _ENDPOINT = _atomic(_ADDRESS + _optional(_PORT))
 _END = rb"(?=[ \t\r\n]|\Z)"
 
 # Anti-spoofing, both wordings. A TCP packet has every TCP field, as Kerio
-# writes them; an interface holds no comma. The empty group after the
-# packet marks whether the line ends with the closing parenthesis.
+# writes them; an interface holds no comma. What the summary is read from,
+# direction to protocol, is one group: each field of a key costs a hash and
+# a comparison per message. A lookbehind on the protocol's last letters then
+# picks the rest of a TCP packet, or of a UDP or ICMP one. The empty group
+# after the packet marks whether the line ends with the closing parenthesis.
 _PACKET = (
-    rb"(from|to) ([^,\n]+), proto:(?:(TCP), len:[0-9]+, {ip}" + _ENDPOINT + rb" -> " + _ENDPOINT
+    rb"((?:from|to) [^,\n]+, proto:(?:TCP|UDP|ICMP))"
+    rb"(?:(?<=TCP), len:[0-9]+, {ip}" + _ENDPOINT + rb" -> " + _ENDPOINT
     + rb", flags: ?[A-Z]+(?: [A-Z]+)* ?, seq:[0-9]+ ack:[0-9]+, win:[0-9]+, tcplen:[0-9]+"
-    + rb"|(UDP|ICMP), len:[0-9]+, {ip}" + _ENDPOINT + rb" -?> " + _ENDPOINT + rb"(?=[,) \t\r\n]|\Z))"
+    + rb"|(?<=[DM]P), len:[0-9]+, {ip}" + _ENDPOINT + rb" -?> " + _ENDPOINT + rb"(?=[,) \t\r\n]|\Z))"
 )
 _ANTI_SPOOFING = (
     rb"Anti-Spoofing: Packet " + _PACKET.replace(b"{ip}", b"ip/port:")
     + rb"|\{pktdrop\} packet dropped: Anti-spoofing \(" + _PACKET.replace(b"{ip}", b"")
     + _optional(rb"[^\n]*[^\n \t\r]") + rb"(?:(?<=(\)))|)[ \t\r]*\Z"
 )
-# IPS: the rule name holds no comma and no "proto:"; endpoints may carry
-# "(hostname,user:name)".
+# IPS: action and severity in one group; the rule name holds no comma and
+# no "proto:"; endpoints may carry "(hostname,user:name)".
 _IPS_ENDPOINT = _ENDPOINT + _optional(rb"\([!-~]*\)")
 _IPS = (
-    rb"IPS: (Packet drop|Alert), severity: ([^,]*), Rule ID: [!-+\--~]+ [^,p\n]*+(?:p(?!roto:)[^,p\n]*+)*+"
+    rb"IPS: ((?:Packet drop|Alert), severity: [^,]*), Rule ID: [!-+\--~]+ [^,p\n]*+(?:p(?!roto:)[^,p\n]*+)*+"
     rb", proto:[!-+\--~]*, ip/port:" + _IPS_ENDPOINT + rb" -?> " + _IPS_ENDPOINT + _END
 )
 # The whole reason is captured: its class is read from its words.
