@@ -29,13 +29,16 @@ import re
 
 from collector.kerio import OCTET_PATTERN, PORT_PATTERN
 
+# sre keeps a point to go back to for each branch and repeat it passes
+# until the whole match ends, reallocating its stack as that grows. Where a
+# piece can be read one way only, an atomic group drops those points once
+# it has matched, and a possessive repeat ("++", "*+") keeps none: it is
+# followed by a byte that its class excludes, so giving some back could
+# not help. Either matches as its plain form does (tests/test_shapes.py
+# checks that).
+
 
 def _atomic(pattern: bytes) -> bytes:
-    # Matches as "(?:pattern)" does where a piece can be read one way only
-    # (tests/test_shapes.py checks that): sre keeps a point to go back to
-    # for each branch and repeat it passes until the whole match ends,
-    # reallocating its stack as that grows, and drops those of an atomic
-    # group once the group has matched.
     return rb"(?>" + pattern + rb")"
 
 
@@ -53,19 +56,21 @@ _TIME = rb"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
 # <PRI> without leading zeros, 0 to 191.
 _PRI = rb"<(?:1[0-8][0-9]|19[01]|[1-9]?[0-9])>"
 # RFC 5424: "1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - ", with no
-# structured data; the TIMESTAMP is "-" or a valid date and time.
+# structured data; the TIMESTAMP is "-" or a valid date and time. The full
+# reading splits the header at spaces and reads nothing of APP-NAME, PROCID
+# and MSGID: any other bytes will do.
 _RFC5424_TIMESTAMP = (
     rb"(?:-|[1-9][0-9]{3}-(?:0[1-9]|1[0-2])-" + _DAY + rb"T" + _TIME
-    + _optional(rb"\.[0-9]{1,6}") + rb"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]))")
+    + _optional(rb"\.[0-9]{1,6}+") + rb"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]))")
 # RFC 3164: "Mmm dd hh:mm:ss HOSTNAME TAG: " with a TAG that is not a
 # record's marker (a marker there starts the record).
 _BSD_TIMESTAMP = _MONTH + rb" (?: [1-9]|0[1-9]|[12][0-9]|3[01]) " + _TIME
 _TAG = (rb"(?!(?:Anti-Spoofing|Authentication|Engine|FTP|IPS)[:\[])"
-        rb"[^\s:\[\]]{1,48}" + _optional(rb"\[[^\]\s]{0,128}\]") + rb": ?")
+        rb"[^\s:\[\]]{1,48}+" + _optional(rb"\[[^\]\s]{0,128}+\]") + rb": ?+")
 _HEADER = _atomic(
     _PRI + rb"(?:(1) " + _RFC5424_TIMESTAMP + rb"|" + _BSD_TIMESTAMP + rb") "
-    + rb"(?P<host>(?!- )[!-9;-Z\\^-~]+) "  # printable, no ':' '[' ']'
-    + rb"(?(1)[!-~]+ [!-~]+ [!-~]+ - |" + _TAG + rb")"
+    + rb"(?P<host>(?!- )[!-9;-Z\\^-~]++) "  # printable, no ':' '[' ']'
+    + rb"(?(1)[^ ]++ [^ ]++ [^ ]++ - |" + _TAG + rb")"
     + _optional(rb"\xef\xbb\xbf") + rb"(?P<msg>)"
 )
 
@@ -86,28 +91,28 @@ _END = rb"(?=[ \t\r\n]|\Z)"
 # picks the rest of a TCP packet, or of a UDP or ICMP one. The empty group
 # after the packet marks whether the line ends with the closing parenthesis.
 _PACKET = (
-    rb"((?:from|to) [^,\n]+, proto:(?:TCP|UDP|ICMP))"
-    rb"(?:(?<=TCP), len:[0-9]+, {ip}" + _ENDPOINT + rb" -> " + _ENDPOINT
-    + rb", flags: ?[A-Z]+(?: [A-Z]+)* ?, seq:[0-9]+ ack:[0-9]+, win:[0-9]+, tcplen:[0-9]+"
-    + rb"|(?<=[DM]P), len:[0-9]+, {ip}" + _ENDPOINT + rb" -?> " + _ENDPOINT + rb"(?=[,) \t\r\n]|\Z))"
+    rb"((?:from|to) [^,\n]++, proto:(?:TCP|UDP|ICMP))"
+    rb"(?:(?<=TCP), len:[0-9]++, {ip}" + _ENDPOINT + rb" -> " + _ENDPOINT
+    + rb", flags: ?+[A-Z]++(?: [A-Z]++)*+ ?+, seq:[0-9]++ ack:[0-9]++, win:[0-9]++, tcplen:[0-9]++"
+    + rb"|(?<=[DM]P), len:[0-9]++, {ip}" + _ENDPOINT + rb" -?> " + _ENDPOINT + rb"(?=[,) \t\r\n]|\Z))"
 )
 _ANTI_SPOOFING = (
     rb"Anti-Spoofing: Packet " + _PACKET.replace(b"{ip}", b"ip/port:")
     + rb"|\{pktdrop\} packet dropped: Anti-spoofing \(" + _PACKET.replace(b"{ip}", b"")
-    + _optional(rb"[^\n]*[^\n \t\r]") + rb"(?:(?<=(\)))|)[ \t\r]*\Z"
+    + _optional(rb"[^\n]*[^\n \t\r]") + rb"(?:(?<=(\)))|)[ \t\r]*+\Z"
 )
 # IPS: action and severity in one group; the rule name holds no comma and
 # no "proto:"; endpoints may carry "(hostname,user:name)".
 _IPS_ENDPOINT = _ENDPOINT + _optional(rb"\([!-~]*\)")
 _IPS = (
-    rb"IPS: ((?:Packet drop|Alert), severity: [^,]*), Rule ID: [!-+\--~]+ [^,p\n]*+(?:p(?!roto:)[^,p\n]*+)*+"
-    rb", proto:[!-+\--~]*, ip/port:" + _IPS_ENDPOINT + rb" -?> " + _IPS_ENDPOINT + _END
+    rb"IPS: ((?:Packet drop|Alert), severity: [^,]*+), Rule ID: [!-+\--~]++ [^,p\n]*+(?:p(?!roto:)[^,p\n]*+)*+"
+    rb", proto:[!-+\--~]*+, ip/port:" + _IPS_ENDPOINT + rb" -?> " + _IPS_ENDPOINT + _END
 )
 # The whole reason is captured: its class is read from its words.
-_AUTHENTICATION = rb"Authentication: ([^:\n]+): Client: " + _ADDRESS + rb": ([^\n]*)\Z"
+_AUTHENTICATION = rb"Authentication: ([^:\n]++): Client: " + _ADDRESS + rb": ([^\n]*+)\Z"
 _FTP = (rb"FTP: (Bounce attack attempt|Malicious server reply): client: " + _ADDRESS
         + rb", server: " + _ADDRESS + rb", (?:command|response): [!-~]")
-_ENGINE = rb"Engine: (Startup|Shutdown)\.?[ \t\r\n]*\Z"
+_ENGINE = rb"Engine: (Startup|Shutdown)\.?+[ \t\r\n]*+\Z"
 # A line that no record's marker starts is of no record type.
 _NO_MARKER = rb"(?=[^AFEI{\[ \t\xef]|\{(?!pktdrop\} packet dropped: Anti-spoofing \())"
 

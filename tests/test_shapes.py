@@ -22,9 +22,9 @@ from collector_process import REPO
 sys.path.insert(0, str(REPO / "bench"))
 import corpus as bench_corpus  # noqa: E402
 
-# The same pattern with every atomic group a plain one: sre may then go
-# back into any of them.
-BACKTRACKING_SHAPE = re.compile(COMMON_SHAPE.pattern.replace(b"(?>", b"(?:"))
+# The same pattern with every atomic group a plain one, and every
+# possessive repeat a greedy one: sre may then go back into any of them.
+BACKTRACKING_SHAPE = re.compile(re.sub(rb"(?<=[+*?}])\+", b"", COMMON_SHAPE.pattern.replace(b"(?>", b"(?:")))
 
 
 def span_and_groups(shape):
@@ -101,6 +101,7 @@ UNKEYED = {
         "<116>1 2026-11-25T10:00:00+01:00 {host} security - - - ",
         "<0>1 2026-11-25T10:00:00.123456Z {host} - - - - \ufeff",
         "<191>1 - {host} a b c - ",
+        "<116>1 2026-11-25T10:00:00Z {host} kerio\tcontrol \x85\x00 \xa0 - ",
         "<116>Nov 25 10:00:00 {host} security: ",
         "<116>Nov  5 23:59:59 {host} kerio[12]:",
     ], [
