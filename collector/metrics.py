@@ -132,7 +132,8 @@ class CollectorMetrics:
         self.max_hosts = max_hosts
         self.max_interfaces_per_host = max_interfaces_per_host
         self._hosts: dict[str, HostMetrics] = {}
-        self.pending_records: dict[tuple[HostMetrics, RecordSummary], int] = {}
+        # Records by host and summary: a list of one count.
+        self.pending_records: dict[tuple[HostMetrics, RecordSummary], list[int]] = {}
         # Messages and bytes, by host and transport, and each host's last receive time.
         self.pending_received: dict[tuple[HostMetrics, Transport], list[int]] = {}
         self.pending_last_message: dict[HostMetrics, float] = {}
@@ -243,7 +244,7 @@ class CollectorMetrics:
     def publish(self) -> None:
         """Add what was counted since the last call to the Prometheus metrics."""
         records, self.pending_records = self.pending_records, {}
-        for (host, summary), count in records.items():
+        for (host, summary), [count] in records.items():
             host.count_records(summary, count)
             if summary.defective:
                 self._record_parse_errors[summary.type].inc(count)

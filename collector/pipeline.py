@@ -226,8 +226,12 @@ class Pipeline:
                         summary = self._summary_of_shape(shape_key, shape)
                 else:
                     summary = summary_in(envelope)
-                key = (host_metrics, summary)
-                pending_records[key] = pending_records.get(key, 0) + 1
+                # A list holds the count: adding one then takes one lookup, not a get and a set.
+                tally = pending_records.get((host_metrics, summary))
+                if tally is None:
+                    pending_records[(host_metrics, summary)] = [1]
+                else:
+                    tally[0] += 1
                 if summary.type is engine_startup:
                     metrics.engine_started(host_metrics, received_at)
                 if mismatch:
