@@ -157,6 +157,8 @@ class ListenSettings:
         8 * 1024 * 1024, _positive_int, "SO_RCVBUF of the UDP socket: room for bursts")
     udp_read_interval_seconds: float = _setting(
         0.01, _non_negative_seconds, "a UDP socket giving a little at a time is read at most this often; 0: at once")
+    tcp_receive_buffer_bytes: int = _setting(
+        0, _non_negative_int, "SO_RCVBUF of each TCP connection; 0: the kernel sizes it")
     drain_seconds: float = _setting(
         5.0, _positive_seconds, "at shutdown, how long open TCP connections may keep sending")
 

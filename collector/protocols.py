@@ -255,6 +255,10 @@ class SyslogStreamProtocol(Protocol):
         # The read size Twisted starts with; None over TLS, whose messages
         # come 32 KiB at most at a time whatever is read from the socket.
         self._least_read: int | None = None if factory.tls else getattr(self.transport, "bufferSize", None)
+        if factory.receive_buffer:
+            # A busy sender then gets ahead of a busy worker by this much,
+            # which the worker reads in fewer, larger pieces.
+            set_receive_buffer(self.transport.getHandle(), factory.receive_buffer)
         refusal = factory.limits.admit(self.sender.ip)
         if refusal is not None:
             self._refuse(refusal)
@@ -340,7 +344,7 @@ class SyslogStreamFactory(Factory):
 
     def __init__(self, pipeline: Pipeline, archive: Archive, metrics: CollectorMetrics,
                  clock: IReactorTime, max_frame: int, limits: ConnectionLimits, *, tls: bool = False,
-                 idle_timeout: float = 600.0, frame_timeout: float = 30.0) -> None:
+                 idle_timeout: float = 600.0, frame_timeout: float = 30.0, receive_buffer: int = 0) -> None:
         self.pipeline = pipeline
         self.archive = archive
         # Connections paused until the archive catches up (backpressure).
@@ -354,6 +358,8 @@ class SyslogStreamFactory(Factory):
         self.transport_kind = Transport.TLS if tls else Transport.TCP
         self.idle_timeout = idle_timeout
         self.frame_timeout = frame_timeout
+        # SO_RCVBUF of each connection (0: the kernel's own sizing).
+        self.receive_buffer = receive_buffer
         self.connections: set[SyslogStreamProtocol] = set()
         self._gauge = metrics.tcp_connections.labels(transport=self.transport_kind.value)
         self._drained: list[Deferred[None]] = []

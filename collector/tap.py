@@ -377,7 +377,8 @@ def build(config: Config, reactor: Any, role: WorkerRole | None = None) -> Colle
     def stream_factory(tls: bool) -> SyslogStreamFactory:
         return SyslogStreamFactory(
             pipeline, archive, metrics, reactor, listen.max_frame_bytes, connection_limits, tls=tls,
-            idle_timeout=limits.idle_timeout_seconds, frame_timeout=limits.frame_timeout_seconds)
+            idle_timeout=limits.idle_timeout_seconds, frame_timeout=limits.frame_timeout_seconds,
+            receive_buffer=0 if tls else listen.tcp_receive_buffer_bytes)
 
     # A worker does not listen: the supervisor hands it its share of the connections.
     handed_over: dict[bytes, Factory] = {}

@@ -97,6 +97,7 @@ relay = true
     ("[archive]\nflush_interval_seconds = -1", "archive.flush_interval_seconds", "positive number"),
     ("[archive]\nflush_interval_seconds = '1'", "archive.flush_interval_seconds", "number of seconds"),
     ("[listen]\nudp_read_interval_seconds = -0.01", "listen.udp_read_interval_seconds", "0 or more"),
+    ("[listen]\ntcp_receive_buffer_bytes = -1", "listen.tcp_receive_buffer_bytes", "0 or more"),
     ("[archive]\nfsync = 'yes'", "archive.fsync", "true or false"),
     ("[archive]\ntimezone = 'Mars/Olympus'", "archive.timezone", "unknown time zone"),
     ("[hosts]\nunregistered = 'maybe'", "hosts.unregistered", "'accept', 'refuse'"),

@@ -376,6 +376,28 @@ async def test_a_busy_connection_is_read_in_larger_pieces_over_a_real_socket():
         await port.stopListening()
 
 
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("receive_buffer", [0, 1 << 20])
+async def test_a_tcp_connection_gets_the_receive_buffer_asked_for(receive_buffer):
+    bench = Bench()
+    factory = stream_factory(bench, receive_buffer=receive_buffer)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    client = socket.create_connection(("127.0.0.1", port.getHost().port))
+    try:
+        await until(lambda: factory.connections)
+        (protocol,) = factory.connections
+        granted = protocol.transport.getHandle().getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        # Linux grants twice the size asked for; asked for none, it sizes
+        # the buffer itself, from net.ipv4.tcp_rmem (128 KiB at first).
+        if receive_buffer:
+            assert granted >= receive_buffer
+        else:
+            assert granted < 1 << 20
+    finally:
+        client.close()
+        await port.stopListening()
+
+
 def queued(sock):
     """Bytes waiting to be read on ``sock``."""
     return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
