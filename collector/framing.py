@@ -55,7 +55,9 @@ class StreamDecoder:
         frames: list[bytes] = []
         pos = self._resume_skip(buf, 0)
         end = len(buf)
-        has_nul = b"\x00" in buf
+        # 0, not b"\x00": "in" tries a bytes operand as an integer first,
+        # at the cost of an exception.
+        has_nul = 0 in buf
         max_frame = self.max_frame
         while pos < end:
             first = buf[pos]
