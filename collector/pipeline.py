@@ -103,11 +103,12 @@ class Pipeline:
         max_messages_per_second_per_sender: int = 0,
     ) -> None:
         self._hosts = hosts
-        # Host, metrics and whether they are "other" (metrics.max_hosts), by
-        # (sender address, TLS firewall, HOSTNAME). Kept across calls: a
-        # worker with headroom reads a few dozen KiB at a time, in which each
-        # firewall has few messages.
-        self._tags: dict[tuple[str, str | None, bytes | None], tuple[SourceHost, HostMetrics, bool]] = {}
+        # Host, metrics, whether they are "other" (metrics.max_hosts), and
+        # the host's name and hostname_mismatch (read off the uncompiled host
+        # once, not at each call), by (sender address, TLS firewall,
+        # HOSTNAME). Kept across calls: a worker with headroom reads a few
+        # dozen KiB at a time, in which each firewall has few messages.
+        self._tags: dict[tuple[str, str | None, bytes | None], tuple[SourceHost, HostMetrics, bool, str, bool]] = {}
         self._archive = archive
         self._metrics = metrics
         self._clock = clock
@@ -276,22 +277,22 @@ class Pipeline:
             if len(self._tags) >= _TAG_LIMIT:
                 self._tags.clear()
             self._tags[tag_key] = tag
-        host, host_metrics, overflow = tag
-        key = (host.name, sender.text)
+        host, host_metrics, overflow, name, mismatch = tag
+        key = (name, sender.text)
         part = archived.get(key)
         if part is None:
             part = archived[key] = (host_metrics, [])
-        return host, host_metrics, part[1], overflow, host.hostname_mismatch
+        return host, host_metrics, part[1], overflow, mismatch
 
     def _tag(self, hostname_field: bytes | None, sender: Sender, firewall: Firewall | None,
-             ) -> tuple[SourceHost, HostMetrics, bool]:
+             ) -> tuple[SourceHost, HostMetrics, bool, str, bool]:
         hostname = None if hostname_field is None else hostname_field.decode("utf-8", "replace")
         if firewall is None:
             host = self._hosts.resolve(sender.ip, hostname)
         else:
             host = self._hosts.resolve_bound(firewall, hostname)
         host_metrics = self._metrics.host(host.name)
-        return host, host_metrics, host_metrics.host != host.name
+        return host, host_metrics, host_metrics.host != host.name, host.name, host.hostname_mismatch
 
     def _allowance(self, sender: Sender, wanted: int, now: float) -> int:
         bucket = self._buckets.get(sender.ip)
