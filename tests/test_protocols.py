@@ -343,15 +343,24 @@ def test_read_size_grows_while_reads_come_back_full_and_falls_back_after_a_small
     assert next_read_size(least, 200, least) == least
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_busy_connection_is_read_in_larger_pieces_over_a_real_socket():
-    bench = Bench()
-    factory = stream_factory(bench)
+@contextlib.asynccontextmanager
+async def connected(factory):
+    """A TCP port on loopback for ``factory``, a socket connected to it, and the connection's protocol."""
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     client = socket.create_connection(("127.0.0.1", port.getHost().port))
     try:
         await until(lambda: factory.connections)
         (protocol,) = factory.connections
+        yield protocol, client
+    finally:
+        client.close()
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_busy_connection_is_read_in_larger_pieces_over_a_real_socket():
+    bench = Bench()
+    async with connected(stream_factory(bench)) as (protocol, client):
         server = protocol.transport
         least = server.bufferSize
         # Data piles up in the kernel while the connection is not read.
@@ -371,31 +380,19 @@ async def test_a_busy_connection_is_read_in_larger_pieces_over_a_real_socket():
         client.sendall(b"<13>1 - gw app - - - the last\n")
         await until(lambda: len(bench.archived("gw")) == len(messages) + 1, timeout=10)
         assert server.bufferSize == least
-    finally:
-        client.close()
-        await port.stopListening()
 
 
 @pytest_twisted.ensureDeferred
 @pytest.mark.parametrize("receive_buffer", [0, 1 << 20])
 async def test_a_tcp_connection_gets_the_receive_buffer_asked_for(receive_buffer):
-    bench = Bench()
-    factory = stream_factory(bench, receive_buffer=receive_buffer)
-    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-    client = socket.create_connection(("127.0.0.1", port.getHost().port))
-    try:
-        await until(lambda: factory.connections)
-        (protocol,) = factory.connections
+    async with connected(stream_factory(Bench(), receive_buffer=receive_buffer)) as (protocol, _):
         granted = protocol.transport.getHandle().getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-        # Linux grants twice the size asked for; asked for none, it sizes
-        # the buffer itself, from net.ipv4.tcp_rmem (128 KiB at first).
-        if receive_buffer:
-            assert granted >= receive_buffer
-        else:
-            assert granted < 1 << 20
-    finally:
-        client.close()
-        await port.stopListening()
+    # Linux grants twice the size asked for; asked for none, it sizes the
+    # buffer itself, from net.ipv4.tcp_rmem (128 KiB at first).
+    if receive_buffer:
+        assert granted >= receive_buffer
+    else:
+        assert granted < 1 << 20
 
 
 def queued(sock):
