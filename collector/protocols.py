@@ -8,12 +8,14 @@ graceful stop can let them finish sending (see ``drain``).
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -193,6 +195,18 @@ def rest_before_reading(read_from: float, now: float, received: int, interval: f
     return max(0.0, read_from + interval - now)
 
 
+def socket_transport(transport: Any) -> Any:
+    """The transport under any wrapping factory's: the one that reads the socket.
+
+    A worker's connections come wrapped (collector.balancing reports each
+    one's end to the supervisor); the wrapper passes attributes read
+    through to the transport it wraps, but keeps those set on itself.
+    """
+    while isinstance(transport, ProtocolWrapper):
+        transport = transport.transport
+    return transport
+
+
 def next_read_size(size: int, received: int, least: int) -> int:
     """The size of a connection's next read, after ``received`` bytes came of one of ``size``."""
     if received >= size:
@@ -252,9 +266,11 @@ class SyslogStreamProtocol(Protocol):
         # When the frame being received began, while one is incomplete.
         self.partial_since: float | None = None
         self._decoder = StreamDecoder(factory.max_frame)
-        # The read size Twisted starts with; None over TLS, whose messages
-        # come 32 KiB at most at a time whatever is read from the socket.
-        self._least_read: int | None = None if factory.tls else getattr(self.transport, "bufferSize", None)
+        # The transport that reads the socket, and the read size Twisted
+        # starts with; None over TLS, whose messages come 32 KiB at most at a
+        # time whatever is read from the socket.
+        self._reader = None if factory.tls else socket_transport(self.transport)
+        self._least_read: int | None = getattr(self._reader, "bufferSize", None)
         if factory.receive_buffer:
             # A busy sender then gets ahead of a busy worker by this much,
             # which the worker reads in fewer, larger pieces.
@@ -285,8 +301,8 @@ class SyslogStreamProtocol(Protocol):
         if not self._accepted:
             return
         if self._least_read is not None:
-            transport = self.transport
-            transport.bufferSize = next_read_size(transport.bufferSize, len(data), self._least_read)
+            reader = self._reader
+            reader.bufferSize = next_read_size(reader.bufferSize, len(data), self._least_read)
         now = self.last_data_at = self.factory.clock.seconds()
         decoder = self._decoder
         truncated = decoder.truncated

@@ -10,7 +10,8 @@ from twisted.internet import reactor, task, threads
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import StringTransport
 
-from collector.config import UnregisteredPolicy
+from collector.balancing import KIND_TCP, BalancedPort, Balancer, ConnectionReceiver, OneProtocolFactory
+from collector.config import ListenAddress, UnregisteredPolicy
 from collector.pipeline import LOG_INTERVAL
 from collector.protocols import (
     FULL_READ,
@@ -21,6 +22,7 @@ from collector.protocols import (
     next_read_size,
     rest_before_reading,
     set_receive_buffer,
+    socket_transport,
 )
 from helpers import Bench, until
 
@@ -357,11 +359,37 @@ async def connected(factory):
         await port.stopListening()
 
 
+@contextlib.asynccontextmanager
+async def handed_over(factory):
+    """As ``connected``, but the connection is accepted by a supervisor's
+    port and handed to a worker's receiver, as with ``workers.count`` > 1."""
+    balancer = Balancer(reactor, lambda counts: None, ConnectionLimits(100, 10))
+    receiver = ConnectionReceiver(reactor, {KIND_TCP: factory}, lambda sender, reason: None)
+    receiver.start()
+    channel = balancer.open_channel(0)
+    reactor.adoptStreamConnection(channel.fileno(), socket.AF_UNIX, OneProtocolFactory(receiver))
+    channel.close()
+    port = BalancedPort(reactor, ListenAddress("127.0.0.1", 0), KIND_TCP, balancer)
+    port.startListening()
+    client = socket.create_connection(("127.0.0.1", port.getHost().port))
+    try:
+        await until(lambda: factory.connections)
+        (protocol,) = factory.connections
+        yield protocol, client
+    finally:
+        client.close()
+        port.stopListening()
+        receiver.transport.loseConnection()
+        await until(lambda: not factory.connections)
+        receiver.stop()
+
+
 @pytest_twisted.ensureDeferred
-async def test_a_busy_connection_is_read_in_larger_pieces_over_a_real_socket():
+@pytest.mark.parametrize("accepted", [connected, handed_over])
+async def test_a_busy_connection_is_read_in_larger_pieces_over_a_real_socket(accepted):
     bench = Bench()
-    async with connected(stream_factory(bench)) as (protocol, client):
-        server = protocol.transport
+    async with accepted(stream_factory(bench)) as (protocol, client):
+        server = socket_transport(protocol.transport)
         least = server.bufferSize
         # Data piles up in the kernel while the connection is not read.
         server.pauseProducing()
@@ -383,9 +411,10 @@ async def test_a_busy_connection_is_read_in_larger_pieces_over_a_real_socket():
 
 
 @pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("accepted", [connected, handed_over])
 @pytest.mark.parametrize("receive_buffer", [0, 1 << 20])
-async def test_a_tcp_connection_gets_the_receive_buffer_asked_for(receive_buffer):
-    async with connected(stream_factory(Bench(), receive_buffer=receive_buffer)) as (protocol, _):
+async def test_a_tcp_connection_gets_the_receive_buffer_asked_for(receive_buffer, accepted):
+    async with accepted(stream_factory(Bench(), receive_buffer=receive_buffer)) as (protocol, _):
         granted = protocol.transport.getHandle().getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     # Linux grants twice the size asked for; asked for none, it sizes the
     # buffer itself, from net.ipv4.tcp_rmem (128 KiB at first).
