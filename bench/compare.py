@@ -21,7 +21,8 @@ per-host files:
 For each it prints messages/s (from the first message sent to the last one
 written), loss and duplicates (counted from the files by sequence number),
 CPU seconds per million messages and peak RSS; medians of the runs, and the
-collector's throughput ratio to each. Since the load generator runs on the
+collector's throughput ratio to each (for collector-2, two workers' ratio to
+one). Since the load generator runs on the
 same cores, it also prints the generator's own CPU seconds per million and
 how much of the machine was left idle during the run: a system that leaves
 no core idle is limited by the machine, not only by its own cost.
@@ -457,9 +458,14 @@ def main() -> None:
             print(f"{name} runs, busiest process's share of the CPU: "
                   + ", ".join(f"{r.busiest_share:.0%}" for r in runs))
     if "collector" in medians:
+        one = medians["collector"].rate
         for name, m in medians.items():
-            if name != "collector" and m.rate > 0:
-                print(f"collector / {name}: {medians['collector'].rate / m.rate:.2f}x messages/s")
+            if name == "collector" or m.rate <= 0:
+                continue
+            if name == "collector-2":  # two workers measured against one
+                print(f"collector-2 / collector: {m.rate / one:.2f}x messages/s")
+            else:
+                print(f"collector / {name}: {one / m.rate:.2f}x messages/s")
 
 
 if __name__ == "__main__":
