@@ -346,9 +346,8 @@ def test_read_size_grows_while_reads_come_back_full_and_falls_back_after_a_small
 
 
 @contextlib.asynccontextmanager
-async def connected(factory):
-    """A TCP port on loopback for ``factory``, a socket connected to it, and the connection's protocol."""
-    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+async def client_of(factory, port):
+    """A socket connected to ``port`` on loopback, and the protocol ``factory`` gave its connection."""
     client = socket.create_connection(("127.0.0.1", port.getHost().port))
     try:
         await until(lambda: factory.connections)
@@ -356,6 +355,16 @@ async def connected(factory):
         yield protocol, client
     finally:
         client.close()
+
+
+@contextlib.asynccontextmanager
+async def connected(factory):
+    """A TCP port on loopback for ``factory``, a socket connected to it, and the connection's protocol."""
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    try:
+        async with client_of(factory, port) as accepted:
+            yield accepted
+    finally:
         await port.stopListening()
 
 
@@ -371,13 +380,10 @@ async def handed_over(factory):
     channel.close()
     port = BalancedPort(reactor, ListenAddress("127.0.0.1", 0), KIND_TCP, balancer)
     port.startListening()
-    client = socket.create_connection(("127.0.0.1", port.getHost().port))
     try:
-        await until(lambda: factory.connections)
-        (protocol,) = factory.connections
-        yield protocol, client
+        async with client_of(factory, port) as accepted:
+            yield accepted
     finally:
-        client.close()
         port.stopListening()
         receiver.transport.loseConnection()
         await until(lambda: not factory.connections)
