@@ -272,8 +272,8 @@ class SyslogStreamProtocol(Protocol):
         self._reader = None if factory.tls else socket_transport(self.transport)
         self._least_read: int | None = getattr(self._reader, "bufferSize", None)
         if factory.receive_buffer:
-            # A busy sender then gets ahead of a busy worker by this much,
-            # which the worker reads in fewer, larger pieces.
+            # Fixed from the first read; the kernel's own starts small and
+            # grows as the connection is read.
             set_receive_buffer(self.transport.getHandle(), factory.receive_buffer)
         refusal = factory.limits.admit(self.sender.ip)
         if refusal is not None:
