@@ -4,22 +4,23 @@ Pure code over ``bytes``: no I/O, no Twisted. A ``StreamDecoder`` is fed the
 chunks of one TCP connection in whatever sizes they arrive and returns whole
 messages, the same ones whatever the chunk boundaries.
 
-Each frame is framed on its own, as rsyslog does: a frame that starts with a
-digit is octet-counted (RFC 6587 section 3.4.1)::
+Each frame is framed on its own, as rsyslog does. A frame is octet-counted
+(RFC 6587 section 3.4.1) only when it begins with a count that can be one::
 
     syslog-frame = msg-len SP syslog-msg
-    msg-len      = NONZERO-DIGIT *DIGIT
+    msg-len      = NONZERO-DIGIT *DIGIT     ; here at most max_frame
 
-anything else is non-transparent (section 3.4.2), ended by LF. CR before the
-LF and NUL as a trailer are accepted too, since senders use both.
+Anything else is non-transparent (section 3.4.2), ended by LF: a sender that
+writes no PRI (``2026-11-25 10:00:00 ...``), a count with a leading zero or
+past ``max_frame``, digits not followed by a space. CR before the LF and NUL
+as a trailer are accepted too, since senders use both. No frame can make the
+stream unreadable: an over-long line is cut to ``max_frame`` and the rest of
+it, up to its LF, skipped and counted, and framing goes on after it.
 """
 
 from __future__ import annotations
 
 DEFAULT_MAX_FRAME = 64 * 1024
-
-# Nine digits already exceed any sane maximum; more means a corrupt stream.
-_MAX_COUNT_DIGITS = 9
 
 
 class StreamDecoder:
@@ -27,9 +28,10 @@ class StreamDecoder:
 
     ``feed`` returns the messages completed by a chunk. A message longer than
     ``max_frame`` is cut to ``max_frame`` bytes and the rest of it skipped, so
-    the frames after it still come out right; ``truncated`` counts those. An
-    invalid octet count cannot be resynchronised: ``error`` is set, the
-    frames before it are still returned, and everything after is ignored.
+    the frames after it still come out right; ``truncated`` counts those
+    messages, ``skipped`` the bytes left out of them. ``misframed`` counts
+    frames that began with digits that were not an octet count, read as
+    LF-framed.
     """
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
@@ -37,11 +39,14 @@ class StreamDecoder:
             raise ValueError("max_frame must be positive")
         self.max_frame = max_frame
         self.truncated = 0
-        self.error: str | None = None
+        self.skipped = 0
+        self.misframed = 0
         self._buffer = b""
-        # Bytes of an oversized octet-counted frame still to skip, or -1 while
-        # skipping the rest of an oversized LF-terminated frame.
-        self._skip = 0
+        # A count longer than this is no count: the frame is LF-framed.
+        self._max_digits = len(str(max_frame))
+        # Bytes of the rest of an over-long line skipped so far, or -1 when
+        # not skipping one.
+        self._skipping = -1
 
     @property
     def pending(self) -> int:
@@ -49,8 +54,6 @@ class StreamDecoder:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[bytes]:
-        if self.error is not None:
-            return []
         buf = self._buffer + data if self._buffer else data
         frames: list[bytes] = []
         pos = self._resume_skip(buf, 0)
@@ -62,54 +65,60 @@ class StreamDecoder:
         while pos < end:
             first = buf[pos]
             if 0x30 <= first <= 0x39:
-                # The count is read digit by digit: compiled, that frames
-                # a message in a third of the time that finding the space,
-                # slicing and calling int() took (bench/parsers.py).
+                # The count is read digit by digit: compiled, that frames a
+                # message in a third of the time that finding the space,
+                # slicing and calling int() took.
                 length = 0
                 space = pos
-                last_digit = min(end, pos + _MAX_COUNT_DIGITS)
+                last_digit = min(end, pos + self._max_digits + 1)
                 while space < last_digit and 0x30 <= buf[space] <= 0x39:
                     length = length * 10 + buf[space] - 0x30
                     space += 1
-                if space == end:
+                if space == end and space - pos <= self._max_digits:
+                    # The count may go on in the next chunk.
                     break
-                if buf[space] != 0x20 or first == 0x30:
-                    return self._fail(frames, buf[pos : space + 1])
-                start = space + 1
-                if length > max_frame:
-                    if end - start < max_frame:
+                if space < end and buf[space] == 0x20 and first != 0x30 and length <= max_frame:
+                    start = space + 1
+                    if end - start < length:
                         break
-                    frames.append(buf[start : start + max_frame])
-                    self.truncated += 1
-                    self._skip = length - max_frame
-                    pos = self._resume_skip(buf, start + max_frame)
+                    frames.append(buf[start : start + length])
+                    pos = start + length
                     continue
-                if end - start < length:
+                next_pos = self._lf_frame(buf, pos, has_nul, frames)
+                if next_pos < 0:
                     break
-                frames.append(buf[start : start + length])
-                pos = start + length
+                self.misframed += 1
+                pos = next_pos
             elif first == 0x0A or first == 0x00 or first == 0x0D:
                 # Stray trailers between frames (CRLF, double LF, NUL padding).
                 pos += 1
             else:
-                stop = buf.find(b"\n", pos, pos + max_frame + 1)
-                if has_nul:
-                    nul = buf.find(b"\x00", pos, stop if stop >= 0 else pos + max_frame + 1)
-                    if nul >= 0:
-                        stop = nul
-                if stop < 0:
-                    if end - pos <= max_frame:
-                        break
-                    frames.append(buf[pos : pos + max_frame])
-                    self.truncated += 1
-                    self._skip = -1
-                    pos = self._resume_skip(buf, pos + max_frame)
-                    continue
-                frame_end = stop - 1 if stop > pos and buf[stop - 1] == 0x0D else stop
-                frames.append(buf[pos:frame_end])
-                pos = stop + 1
+                next_pos = self._lf_frame(buf, pos, has_nul, frames)
+                if next_pos < 0:
+                    break
+                pos = next_pos
         self._buffer = buf[pos:] if pos < end else b""
         return frames
+
+    def _lf_frame(self, buf: bytes, pos: int, has_nul: bool, frames: list[bytes]) -> int:
+        """Take the LF-framed message at ``pos``; return where the next frame
+        begins, or -1 when the message is not complete yet."""
+        max_frame = self.max_frame
+        stop = buf.find(b"\n", pos, pos + max_frame + 1)
+        if has_nul:
+            nul = buf.find(b"\x00", pos, stop if stop >= 0 else pos + max_frame + 1)
+            if nul >= 0:
+                stop = nul
+        if stop < 0:
+            if len(buf) - pos <= max_frame:
+                return -1
+            frames.append(buf[pos : pos + max_frame])
+            self.truncated += 1
+            self._skipping = 0
+            return self._resume_skip(buf, pos + max_frame)
+        frame_end = stop - 1 if stop > pos and buf[stop - 1] == 0x0D else stop
+        frames.append(buf[pos:frame_end])
+        return stop + 1
 
     def finish(self) -> list[bytes]:
         """End of stream: what is left still counts as a message.
@@ -119,37 +128,27 @@ class StreamDecoder:
         got, and counted as truncated.
         """
         rest, self._buffer = self._buffer, b""
-        if self.error is not None or self._skip or not rest:
+        if self._skipping >= 0 or not rest:
             return []
-        if 0x30 <= rest[0] <= 0x39:
-            space = rest.find(b" ")
-            if space < 0 or not rest[space + 1:]:
+        space = rest.find(b" ", 0, self._max_digits + 1)
+        if space > 0 and rest[:space].isdigit() and rest[0] != 0x30 and int(rest[:space]) <= self.max_frame:
+            if not rest[space + 1:]:
                 return []
             self.truncated += 1
             return [rest[space + 1:]]
         return [rest[:-1] if rest.endswith(b"\r") else rest]
 
     def _resume_skip(self, buf: bytes, pos: int) -> int:
-        """Skip what is left of an oversized frame; return where framing resumes."""
-        if self._skip > 0:
-            available = len(buf) - pos
-            if available < self._skip:
-                self._skip -= available
-                return len(buf)
-            pos += self._skip
-            self._skip = 0
-        elif self._skip < 0:
-            stop = buf.find(b"\n", pos)
-            if stop < 0:
-                return len(buf)
-            self._skip = 0
-            pos = stop + 1
-        return pos
-
-    def _fail(self, frames: list[bytes], near: bytes) -> list[bytes]:
-        self.error = f"invalid octet count near {near!r}"
-        self._buffer = b""
-        return frames
+        """Skip what is left of an over-long line; return where framing resumes."""
+        if self._skipping < 0:
+            return pos
+        stop = buf.find(b"\n", pos)
+        if stop < 0:
+            self.skipped += len(buf) - pos
+            return len(buf)
+        self.skipped += stop - pos
+        self._skipping = -1
+        return stop + 1
 
 
 def datagram_message(datagram: bytes) -> bytes:

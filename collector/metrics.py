@@ -33,7 +33,9 @@ CONNECTION_REFUSAL_REASONS = (
     "unregistered", "too_many_connections", "too_many_from_sender", "tls_subject_mismatch",
     "tls_handshake")
 CLOSE_REASONS = ("idle", "frame_timeout")
-DROP_REASONS = ("archive_retry_buffer_full",)
+DROP_REASONS = ("archive_retry_buffer_full", "rate_limited")
+# Bytes a connection held in the kernel when the collector closed it unread.
+DISCARD_REASONS = ("refused", "unread_at_close")
 
 
 class HostMetrics:
@@ -41,7 +43,7 @@ class HostMetrics:
 
     __slots__ = ("host", "records", "received_messages", "received_bytes", "last_message",
                  "hostname_mismatches", "clock_skew", "next_skew_check", "engine_starts", "rate_limited",
-                 "engine_shutdowns", "engine_last_start", "ftp_attacks", "_metrics", "_details",
+                 "engine_shutdowns", "engine_last_start", "ftp_attacks", "throttled", "_metrics", "_details",
                  "_interfaces")
 
     def __init__(self, metrics: CollectorMetrics, host: str) -> None:
@@ -57,6 +59,7 @@ class HostMetrics:
         self.clock_skew = metrics.clock_skew.labels(host=host)
         self.next_skew_check = 0.0
         self.rate_limited = metrics.rate_limited.labels(host=host)
+        self.throttled = metrics.throttled.labels(host=host)
         self.engine_starts = metrics.engine_events.labels(host=host, event="startup")
         self.engine_shutdowns = metrics.engine_events.labels(host=host, event="shutdown")
         self.engine_last_start = metrics.engine_last_start.labels(host=host)
@@ -200,7 +203,8 @@ class CollectorMetrics:
         self.truncated_frames = counter(
             "truncated_frames_total", "Messages cut to listen.max_frame_bytes", ("transport",))
         self.framing_errors = counter(
-            "framing_errors_total", "TCP connections closed on an invalid octet count")
+            "framing_errors_total",
+            "TCP and TLS frames that began with digits but no valid octet count, read as LF-framed")
         self.tcp_connections = gauge(
             "tcp_connections", "Open TCP and TLS connections, by transport", ("transport",))
         self.refused_connections = counter(
@@ -210,8 +214,18 @@ class CollectorMetrics:
             "Connections closed by the collector's limits (idle, frame_timeout)", ("reason",))
         self.rate_limited = counter(
             "rate_limited_messages_total",
-            "Messages dropped because their sender exceeded limits.max_messages_per_second_per_sender",
+            "UDP messages dropped because their sender exceeded limits.max_messages_per_second_per_sender",
             ("host",))
+        self.throttled = counter(
+            "throttled_seconds_total",
+            "Time TCP and TLS connections were not read because their sender exceeded "
+            "limits.max_messages_per_second_per_sender", ("host",))
+        self.discarded_bytes = counter(
+            "discarded_bytes_total",
+            "Bytes a connection held unread when the collector closed it, by reason", ("reason",))
+        self.skipped_bytes = counter(
+            "skipped_bytes_total",
+            "Bytes of messages past listen.max_frame_bytes left out of the archive", ("transport",))
         self.archive_written_bytes = counter(
             "archive_written_bytes_total", "Bytes written to archive files")
         self.archive_write_errors = counter(
@@ -237,6 +251,9 @@ class CollectorMetrics:
             self.closed_connections.labels(reason=reason)
         for reason in DROP_REASONS:
             self.dropped.labels(reason=reason)
+        self.dropped_rate_limited = self.dropped.labels(reason="rate_limited")
+        for reason in DISCARD_REASONS:
+            self.discarded_bytes.labels(reason=reason)
 
     def engine_started(self, host: HostMetrics, received_at: float) -> None:
         self._last_engine_start[host] = received_at

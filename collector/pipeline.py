@@ -25,14 +25,13 @@ from collector.config import Firewall
 from collector.hosts import HostRegistry, SourceHost, normalize_ip
 from collector.kerio import summarize, summary_in
 from collector.metrics import CollectorMetrics, HostMetrics
-from collector.ratelimit import TokenBucket
+from collector.ratelimit import RateLimiter
 from collector.records import RecordSummary, RecordType, Transport
 from collector.shapes import COMMON_SHAPE, HOST_FIELD, KEY_START, msg_of
 
 # Refusals and rate limiting are logged at most this often.
 LOG_INTERVAL = 10.0
 SKEW_SAMPLE_INTERVAL = 1.0
-_BUCKET_LIMIT = 65536
 # Shapes are few (see collector.shapes) unless authentication reasons name
 # many users; beyond this many the summaries are forgotten and read again.
 _SHAPE_LIMIT = 16384
@@ -113,8 +112,9 @@ class Pipeline:
         self._metrics = metrics
         self._clock = clock
         self._syslog_timezone = syslog_timezone
-        self._rate = max_messages_per_second_per_sender
-        self._buckets: dict[str, TokenBucket] = {}
+        # Shared with the stream protocols, which hold a sender back rather
+        # than drop its messages: over TCP it waits, over UDP it is dropped.
+        self.rate_limiter = RateLimiter(max_messages_per_second_per_sender)
         self._summaries: dict[tuple[bytes | None, ...], RecordSummary] = {}
         self._refusals = RateLimitedLog(_log, clock)
         self._rate_limits = RateLimitedLog(_log, clock)
@@ -169,14 +169,17 @@ class Pipeline:
         one read of a UDP socket: ``(sender, messages)`` each.
 
         The work done once a call (the receive time, the archive's line
-        formatting) is then shared by all of them.
+        formatting) is then shared by all of them. Datagrams over their
+        sender's rate limit are dropped and counted; streams are held back
+        by their protocol before they come here, so nothing of theirs is.
         """
         received_at = self._clock.seconds()
         metrics = self._metrics
         # Archived per host and sender: a TCP chunk holds many messages of few hosts.
         archived: dict[tuple[str, bytes], tuple[HostMetrics, list[bytes]]] = {}
         pending_records = metrics.pending_records
-        header_errors = overflowed = 0
+        header_errors = overflowed = dropped = 0
+        limited = transport is Transport.UDP and self.rate_limiter.rate > 0
         # Counted per batch too: a flood over the rate limit, or a firewall
         # whose every message names another host, must not cost an increment each.
         rate_limited: dict[HostMetrics, int] = {}
@@ -187,7 +190,7 @@ class Pipeline:
         match_shape = COMMON_SHAPE.match
         host_field, key_start, engine_startup = HOST_FIELD, KEY_START, RecordType.ENGINE_STARTUP
         for sender, messages in batches:
-            allowed = len(messages) if not self._rate else self._allowance(sender, len(messages), received_at)
+            allowed = self._allowance(sender, len(messages), received_at) if limited else len(messages)
             # Each HOSTNAME is resolved once a sender and call: the host, its
             # metrics, its messages, whether it is counted under "other"
             # (metrics.max_hosts), and whether it is not the HOSTNAME its
@@ -202,7 +205,7 @@ class Pipeline:
                     hostname = fields[host_field]
                 else:
                     envelope = syslog.envelope(raw)
-                    if envelope.header_error is not None:
+                    if envelope.header_error is not None and index < allowed:
                         header_errors += 1
                     hostname = envelope.hostname
                 known = hostnames.get(hostname)
@@ -214,11 +217,13 @@ class Pipeline:
                     if index < allowed and received_at >= known[1].next_skew_check:
                         self._observe_skew(known[1], syslog.parse(raw), received_at, known[0].firewall)
                 _, host_metrics, raws, overflow, mismatch = known
+                if index >= allowed:
+                    # Counted as rate limited only, under its host's label.
+                    rate_limited[host_metrics] = rate_limited.get(host_metrics, 0) + 1
+                    dropped += 1
+                    continue
                 if overflow:
                     overflowed += 1
-                if index >= allowed:
-                    rate_limited[host_metrics] = rate_limited.get(host_metrics, 0) + 1
-                    continue
                 raws.append(raw)
                 if shape is not None:
                     shape_key = fields[key_start:]
@@ -243,6 +248,8 @@ class Pipeline:
             metrics.host_overflow.inc(overflowed)
         for host_metrics, count in rate_limited.items():
             host_metrics.rate_limited.inc(count)
+        if dropped:
+            metrics.dropped_rate_limited.inc(dropped)
         for host_metrics, count in mismatched.items():
             host_metrics.hostname_mismatches.inc(count)
         batch = []
@@ -295,17 +302,16 @@ class Pipeline:
         return host, host_metrics, host_metrics.host != host.name, host.name, host.hostname_mismatch
 
     def _allowance(self, sender: Sender, wanted: int, now: float) -> int:
-        bucket = self._buckets.get(sender.ip)
-        if bucket is None:
-            if len(self._buckets) >= _BUCKET_LIMIT:
-                self._buckets.clear()
-            bucket = self._buckets[sender.ip] = TokenBucket(self._rate, self._rate, now)
-        allowed = bucket.take(wanted, now)
+        allowed = self.rate_limiter.take(sender.ip, wanted, now)
         if allowed < wanted:
             self._rate_limits.warn(
-                "sender {sender} is over its rate limit ({rate} messages/s): dropped {count} message(s)",
-                sender=sender.text.decode(), rate=self._rate, count=wanted - allowed)
+                "sender {sender} is over its rate limit ({rate} messages/s): dropped {count} UDP message(s)",
+                sender=sender.text.decode(), rate=self.rate_limiter.rate, count=wanted - allowed)
         return allowed
+
+    def host_metrics_of(self, sender: Sender, firewall: Firewall | None = None) -> HostMetrics:
+        """The metrics of the host a sender's own address (or certificate) is tagged as."""
+        return self._tag(None, sender, firewall)[1]
 
     def _observe_skew(self, host_metrics: HostMetrics, message: syslog.SyslogMessage,
                       received_at: float, firewall: Firewall | None) -> None:

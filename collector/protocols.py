@@ -7,7 +7,10 @@ graceful stop can let them finish sending (see ``drain``).
 
 from __future__ import annotations
 
+import fcntl
 import socket
+import struct
+import termios
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -27,6 +30,10 @@ from collector.pipeline import Pipeline, RateLimitedLog, Sender
 from collector.records import Transport
 from collector.tls import subject_common_name
 
+# Why a connection is not being read: each must be lifted before it is read again.
+ARCHIVE_BEHIND = "archive"
+OVER_RATE = "rate"
+
 # At shutdown a connection that has sent nothing for this long is done.
 DRAIN_QUIET_SECONDS = 0.2
 # How often idle connections and incomplete frames are looked for.
@@ -44,6 +51,23 @@ MAX_READ_SIZE = 1024 * 1024
 FULL_READ = 64 * 1024
 # Linux's SO_RCVBUFFORCE (33): like SO_RCVBUF, but not capped by net.core.rmem_max.
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+# Reads of what the kernel holds for a connection being closed: enough for
+# any receive buffer at the largest read size; a sender that keeps up with
+# them is cut off there, and what is left counted.
+MAX_READS_AT_CLOSE = 64
+# A sender held back for its rate is read again after at least this long,
+# so that a slow rate does not wake the reactor for every message.
+MIN_THROTTLE_SECONDS = 0.01
+
+
+def unread_bytes(sock: socket.socket) -> int:
+    """What the kernel has received for a socket and the collector not yet read (FIONREAD)."""
+    try:
+        answer = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except (OSError, ValueError):  # closed meanwhile
+        return 0
+    count: int = struct.unpack("i", answer)[0]
+    return count
 
 
 class SyslogDatagramProtocol(DatagramProtocol):
@@ -84,6 +108,7 @@ class SyslogDatagramProtocol(DatagramProtocol):
         self._read_bytes = 0
         self._resting: IDelayedCall | None = None
         self._truncated = metrics.truncated_frames.labels(transport=Transport.UDP.value)
+        self._skipped = metrics.skipped_bytes.labels(transport=Transport.UDP.value)
         self._senders: dict[tuple[str, int], Sender] = {}
         # Keyed by address: hashing a Sender is a Python call.
         self._batches: dict[tuple[str, int], tuple[Sender, list[bytes]]] = {}
@@ -130,6 +155,7 @@ class SyslogDatagramProtocol(DatagramProtocol):
         self._read_bytes += len(datagram)
         message = datagram_message(datagram)
         if len(message) > self._max_frame:
+            self._skipped.inc(len(message) - self._max_frame)
             message = message[:self._max_frame]
             self._truncated.inc()
         batch[1].append(message)
@@ -257,6 +283,10 @@ class SyslogStreamProtocol(Protocol):
     _accepted = False
     _firewall: Firewall | None = None
     _handshake_done = False
+    # Messages read while the sender was over its rate, waiting for its bucket.
+    _held: list[bytes] = []
+    _held_since = 0.0
+    _release: IDelayedCall | None = None
 
     def connectionMade(self) -> None:  # noqa: N802
         factory = self.factory
@@ -265,6 +295,8 @@ class SyslogStreamProtocol(Protocol):
         self.last_data_at = factory.clock.seconds()
         # When the frame being received began, while one is incomplete.
         self.partial_since: float | None = None
+        # Why the connection is not being read (ARCHIVE_BEHIND, OVER_RATE).
+        self.paused_for: set[str] = set()
         self._decoder = StreamDecoder(factory.max_frame)
         # The transport that reads the socket, and the read size Twisted
         # starts with; None over TLS, whose messages come 32 KiB at most at a
@@ -293,37 +325,49 @@ class SyslogStreamProtocol(Protocol):
         refusal, self._firewall = self.factory.pipeline.hosts.tls_binding(self.sender.ip, subject)
         if refusal is not None:
             self.factory.pipeline.refuse_connection(self.sender, refusal, subject=subject)
+            self._discard_unread()
             self.transport.loseConnection()
             return
         self._accepted = True
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         if not self._accepted:
+            # A refused connection's bytes, read before it closes.
+            self.factory.discarded_refused.inc(len(data))
             return
         if self._least_read is not None:
             reader = self._reader
             reader.bufferSize = next_read_size(reader.bufferSize, len(data), self._least_read)
         now = self.last_data_at = self.factory.clock.seconds()
         decoder = self._decoder
-        truncated = decoder.truncated
+        before = (decoder.truncated, decoder.skipped, decoder.misframed)
         frames = decoder.feed(data)
-        self._deliver(frames, decoder.truncated - truncated)
+        if (decoder.truncated, decoder.skipped, decoder.misframed) != before:
+            self._count_framing(*before)
+        if frames:
+            self._deliver(frames)
         if decoder.pending == 0:
             self.partial_since = None
         elif frames or self.partial_since is None:
             self.partial_since = now
-        if decoder.error is not None:
-            self.factory.metrics.framing_errors.inc()
-            self.log.warn("closing connection from {sender}: {error}",
-                          sender=self.sender.text.decode(), error=decoder.error)
-            self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
         if self._accepted:
-            # A last message without its trailer is still a message.
+            # What was read is received: held back for the rate or not, and
+            # a last message without its trailer, it is archived.
+            held, self._held = self._held, []
+            if held:
+                self._count_held(self.factory.clock.seconds())
             decoder = self._decoder
-            truncated = decoder.truncated
-            self._deliver(decoder.finish(), decoder.truncated - truncated)
+            before = (decoder.truncated, decoder.skipped, decoder.misframed)
+            frames = held + decoder.finish()
+            if (decoder.truncated, decoder.skipped, decoder.misframed) != before:
+                self._count_framing(*before)
+            if frames:
+                self._archive(frames)
         if self._admitted:
             if self.factory.tls and not self._handshake_done:
                 # No certificate, an untrusted one, or no TLS at all.
@@ -337,26 +381,118 @@ class SyslogStreamProtocol(Protocol):
         self.factory.metrics.closed_connections.labels(reason=reason).inc()
         self.log.info("closing connection from {sender}: {reason}",
                       sender=self.sender.text.decode(), reason=reason)
+        self.read_dry_and_close()
+
+    def read_dry_and_close(self) -> None:
+        """Read and archive what the kernel holds for the connection, then close it.
+
+        It is read whether or not it is paused: what a sender has sent and
+        the kernel acknowledged is the collector's to keep. What is left
+        after ``MAX_READS_AT_CLOSE`` reads (a sender that keeps sending) is
+        counted in bytes.
+        """
+        reader = socket_transport(self.transport)
+        sock = getattr(reader, "socket", None)
+        if sock is not None and self._accepted and self.connected:
+            for _ in range(MAX_READS_AT_CLOSE):
+                if unread_bytes(sock) <= 0 or reader.doRead() is not None or not self.connected:
+                    break
+            left = unread_bytes(sock) if self.connected else 0
+            if left > 0:
+                self.factory.metrics.discarded_bytes.labels(reason="unread_at_close").inc(left)
         self.transport.loseConnection()
+
+    def pause(self, why: str) -> None:
+        if not self.paused_for:
+            self.transport.pauseProducing()
+        self.paused_for.add(why)
+
+    def resume(self, why: str) -> None:
+        if why in self.paused_for:
+            self.paused_for.discard(why)
+            if not self.paused_for:
+                # The wait was ours: the idle and frame timeouts start again.
+                now = self.factory.clock.seconds()
+                self.last_data_at = now
+                if self.partial_since is not None:
+                    self.partial_since = now
+                self.transport.resumeProducing()
 
     def _refuse(self, reason: str) -> None:
         self.factory.pipeline.refuse_connection(self.sender, reason)
+        self._discard_unread()
         self.transport.loseConnection()
 
-    def _deliver(self, frames: list[bytes], truncated: int) -> None:
-        transport = self.factory.transport_kind
-        if truncated:
-            self.factory.metrics.truncated_frames.labels(transport=transport.value).inc(truncated)
+    def _discard_unread(self) -> None:
+        """Count what the kernel holds for a connection closed unread."""
+        sock = getattr(socket_transport(self.transport), "socket", None)
+        if sock is not None:
+            left = unread_bytes(sock)
+            if left > 0:
+                self.factory.discarded_refused.inc(left)
+
+    def _count_framing(self, truncated: int, skipped: int, misframed: int) -> None:
+        decoder = self._decoder
+        transport = self.factory.transport_kind.value
+        metrics = self.factory.metrics
+        if decoder.truncated != truncated:
+            metrics.truncated_frames.labels(transport=transport).inc(decoder.truncated - truncated)
+        if decoder.skipped != skipped:
+            metrics.skipped_bytes.labels(transport=transport).inc(decoder.skipped - skipped)
+        if decoder.misframed != misframed:
+            metrics.framing_errors.inc(decoder.misframed - misframed)
+
+    def _deliver(self, frames: list[bytes]) -> None:
+        """Archive what the sender's rate allows; hold the rest and stop reading until it may go on."""
+        if self._held:
+            self._held += frames
+            return
+        limiter = self.factory.pipeline.rate_limiter
+        if limiter.rate:
+            now = self.factory.clock.seconds()
+            allowed = limiter.take(self.sender.ip, len(frames), now)
+            if allowed < len(frames):
+                self._held = frames[allowed:]
+                frames = frames[:allowed]
+                self._hold_back(now)
         if frames:
-            factory = self.factory
-            factory.pipeline.receive(frames, self.sender, transport, self._firewall)
-            if factory.archive.backlogged:
-                factory.pause()
+            self._archive(frames)
+
+    def _archive(self, frames: list[bytes]) -> None:
+        factory = self.factory
+        factory.pipeline.receive(frames, self.sender, factory.transport_kind, self._firewall)
+        if factory.archive.backlogged:
+            factory.pause()
+
+    def _hold_back(self, now: float) -> None:
+        """Stop reading a sender over its rate: TCP makes it wait, nothing is dropped."""
+        factory = self.factory
+        limiter = factory.pipeline.rate_limiter
+        self._held_since = now
+        self.pause(OVER_RATE)
+        wait = max(MIN_THROTTLE_SECONDS, limiter.wait(self.sender.ip, len(self._held), now))
+        self._release = factory.clock.callLater(wait, self._release_held)
+        factory.throttle_log.warn(
+            "sender {sender} is over its rate limit ({rate} messages/s): its connections are "
+            "read only as fast as that", sender=self.sender.text.decode(), rate=limiter.rate)
+
+    def _release_held(self) -> None:
+        self._release = None
+        self._count_held(self.factory.clock.seconds())
+        held, self._held = self._held, []
+        self._deliver(held)
+        if not self._held:
+            self.resume(OVER_RATE)
+
+    def _count_held(self, now: float) -> None:
+        host = self.factory.pipeline.host_metrics_of(self.sender, self._firewall)
+        host.throttled.inc(max(0.0, now - self._held_since))
 
 
 class SyslogStreamFactory(Factory):
     protocol = SyslogStreamProtocol
     noisy = False
+    log = Logger()
 
     def __init__(self, pipeline: Pipeline, archive: Archive, metrics: CollectorMetrics,
                  clock: IReactorTime, max_frame: int, limits: ConnectionLimits, *, tls: bool = False,
@@ -378,6 +514,8 @@ class SyslogStreamFactory(Factory):
         self.receive_buffer = receive_buffer
         self.connections: set[SyslogStreamProtocol] = set()
         self._gauge = metrics.tcp_connections.labels(transport=self.transport_kind.value)
+        self.discarded_refused = metrics.discarded_bytes.labels(reason="refused")
+        self.throttle_log = RateLimitedLog(self.log, clock)
         self._drained: list[Deferred[None]] = []
         self._sweeper = LoopingCall(self.sweep)
         self._sweeper.clock = clock
@@ -407,19 +545,14 @@ class SyslogStreamFactory(Factory):
         """
         pausing = self.connections - self.paused
         for protocol in pausing:
-            protocol.transport.pauseProducing()
+            protocol.pause(ARCHIVE_BEHIND)
         self.paused |= pausing
         self.metrics.paused_connections.inc(len(pausing))
 
     def resume(self) -> None:
         paused, self.paused = self.paused, set()
-        now = self.clock.seconds()
         for protocol in paused:
-            # The wait was ours: the idle and frame timeouts start again.
-            protocol.last_data_at = now
-            if protocol.partial_since is not None:
-                protocol.partial_since = now
-            protocol.transport.resumeProducing()
+            protocol.resume(ARCHIVE_BEHIND)
         self.metrics.paused_connections.dec(len(paused))
 
     def connection_closed(self, protocol: SyslogStreamProtocol) -> None:
@@ -436,7 +569,7 @@ class SyslogStreamFactory(Factory):
     def sweep(self) -> None:
         """Close idle connections, and those whose message never completes (slowloris)."""
         now = self.clock.seconds()
-        for protocol in self.connections - self.paused:
+        for protocol in [p for p in self.connections if not p.paused_for]:
             if now - protocol.last_data_at >= self.idle_timeout:
                 protocol.close("idle")
             elif protocol.partial_since is not None and now - protocol.partial_since >= self.frame_timeout:
@@ -445,8 +578,9 @@ class SyslogStreamFactory(Factory):
     def drain(self, timeout: float) -> Deferred[None]:
         """Close each connection once it goes quiet, all of them after ``timeout``.
 
-        Fires when every connection is closed, so a graceful stop keeps what
-        senders had already sent when it began.
+        Each is read dry as it is closed, paused or not: a graceful stop
+        keeps what senders had sent before it closed their connections.
+        Fires when every connection is closed.
         """
         if not self.connections:
             return succeed(None)
@@ -459,14 +593,14 @@ class SyslogStreamFactory(Factory):
             nonlocal quiet_before
             now = self.clock.seconds()
             # A paused connection is silent because we stopped reading it.
-            quiet = {protocol for protocol in self.connections - self.paused
-                     if now - protocol.last_data_at >= DRAIN_QUIET_SECONDS}
+            quiet = {protocol for protocol in self.connections
+                     if not protocol.paused_for and now - protocol.last_data_at >= DRAIN_QUIET_SECONDS}
             # Quiet at two checks in a row: after the reactor was held up, a
             # check runs before what came meanwhile is read.
             done = quiet & quiet_before
             for protocol in list(self.connections):
                 if now >= deadline or protocol in done:
-                    protocol.transport.loseConnection()
+                    protocol.read_dry_and_close()
             quiet_before = quiet
 
         checker = LoopingCall(close_quiet)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# Buckets kept at once; past this many senders they are forgotten and start
+# full again. Keys are addresses, so the memory stays a few MiB.
+MAX_BUCKETS = 65536
+
 
 class TokenBucket:
     """``rate`` tokens a second, holding at most ``burst``; one token per message."""
@@ -16,9 +20,50 @@ class TokenBucket:
 
     def take(self, wanted: int, now: float) -> int:
         """Take up to ``wanted`` tokens; return how many were taken."""
-        if now > self._updated:
-            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-            self._updated = now
+        self._refill(now)
         granted = min(wanted, int(self._tokens))
         self._tokens -= granted
         return granted
+
+    def wait(self, wanted: int, now: float) -> float:
+        """Seconds until ``wanted`` tokens (at most a burst) are there to take."""
+        self._refill(now)
+        missing = min(wanted, self.burst) - self._tokens
+        return max(0.0, missing / self.rate)
+
+    def _refill(self, now: float) -> None:
+        if now > self._updated:
+            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+
+
+class RateLimiter:
+    """``rate`` messages a second per sender address, with a burst of one second.
+
+    One limiter serves every transport, so that a sender's UDP datagrams and
+    all of its TCP connections share its bucket. A rate of 0 limits nothing.
+    """
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def take(self, sender_ip: str, wanted: int, now: float) -> int:
+        """How many of ``wanted`` messages the sender may send now (taken from its bucket)."""
+        if not self.rate:
+            return wanted
+        return self._bucket(sender_ip, now).take(wanted, now)
+
+    def wait(self, sender_ip: str, wanted: int, now: float) -> float:
+        """Seconds until the sender may send ``wanted`` more (at most a burst's worth)."""
+        if not self.rate:
+            return 0.0
+        return self._bucket(sender_ip, now).wait(wanted, now)
+
+    def _bucket(self, sender_ip: str, now: float) -> TokenBucket:
+        bucket = self._buckets.get(sender_ip)
+        if bucket is None:
+            if len(self._buckets) >= MAX_BUCKETS:
+                self._buckets.clear()
+            bucket = self._buckets[sender_ip] = TokenBucket(self.rate, self.rate, now)
+        return bucket

@@ -47,24 +47,48 @@ def test_oversized_lf_frame_is_truncated_and_the_stream_goes_on():
     assert decoder.truncated == 1
 
 
-def test_oversized_octet_counted_frame_is_truncated_and_the_stream_goes_on():
+def test_a_count_past_max_frame_is_no_count_and_costs_only_its_line():
     decoder = StreamDecoder(max_frame=10)
-    big = b"<13>" + b"x" * 96
-    stream = b"100 " + big + b"9 <13>after"
+    stream = b"100 <13>" + b"x" * 96 + b"\n9 <13>after"
     frames = feed_all(decoder, [stream[i:i + 7] for i in range(0, len(stream), 7)])
-    assert frames == [big[:10], b"<13>after"]
+    assert frames == [b"100 <13>xx", b"<13>after"]
     assert decoder.truncated == 1
-    # Nothing of the oversized frame is held in memory past max_frame.
+    # The rest of the over-long line, up to its LF, was skipped and counted.
+    assert decoder.skipped == len(stream.split(b"\n")[0]) - 10
+    # Nothing of the over-long line is held in memory past max_frame.
     assert decoder.pending <= 10 + 10
 
 
-@pytest.mark.parametrize("stream", [b"12x <13>a", b"0 <13>a", b"1234567890123 x", b"99999999999"])
-def test_invalid_octet_count_keeps_earlier_frames_and_stops(stream):
+@pytest.mark.parametrize("line", [
+    b"2026-11-25 10:00:00 gw1 Engine: Startup.",  # a sender that writes no PRI
+    b"0 <13>a leading zero",
+    b"12x <13>digits then no space",
+    b"1234567890123 more digits than any count",
+    b"99999999999",
+    b"70000 <13>a count past max_frame",
+])
+def test_a_line_that_is_no_octet_count_is_lf_framed_and_the_stream_goes_on(line):
+    decoder = StreamDecoder(max_frame=65536)
+    stream = b"<13>before\n5 <13>x" + line + b"\n<13>later\n7 <13>end"
+    whole = decoder.feed(stream)
+    assert whole == [b"<13>before", b"<13>x", line, b"<13>later", b"<13>end"]
+    assert decoder.misframed == 1 and decoder.truncated == 0
+    # The same one byte at a time.
+    one_by_one = StreamDecoder(max_frame=65536)
+    assert feed_all(one_by_one, [stream[i:i + 1] for i in range(len(stream))]) == whole
+    assert one_by_one.misframed == 1
+
+
+def test_a_stream_of_lines_without_pri_loses_none():
+    lines = [b"2026-11-25 10:00:%02d gw1 Engine: Startup." % i for i in range(60)]
     decoder = StreamDecoder()
-    frames = decoder.feed(b"<13>before\n5 <13>x" + stream)
-    assert frames == [b"<13>before", b"<13>x"]
-    assert decoder.error is not None and "invalid octet count" in decoder.error
-    assert decoder.feed(b"<13>later\n") == []
+    assert decoder.feed(b"\n".join(lines) + b"\n") == lines
+
+
+def test_digits_at_the_end_of_the_stream_are_a_message():
+    decoder = StreamDecoder()
+    assert decoder.feed(b"<13>a\n2026") == [b"<13>a"]
+    assert decoder.finish() == [b"2026"]
 
 
 def test_finish_returns_the_unterminated_last_message():
@@ -108,7 +132,7 @@ def test_any_messages_any_chunking_decode_back(messages, data):
     chunks = [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)], strict=False)]
     decoder = StreamDecoder()
     assert feed_all(decoder, chunks) == [m for _, m in messages]
-    assert decoder.error is None and decoder.pending == 0
+    assert decoder.pending == 0
 
 
 @settings(max_examples=300)
@@ -133,4 +157,5 @@ def test_any_stream_decodes_the_same_whatever_the_chunks(stream, data):
     chunked = StreamDecoder(max_frame=8)
     frames = feed_all(chunked, [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)], strict=False)])
     assert frames == expected
-    assert (chunked.error, chunked.truncated, chunked.pending) == (whole.error, whole.truncated, whole.pending)
+    assert (chunked.truncated, chunked.skipped, chunked.misframed, chunked.pending) == (
+        whole.truncated, whole.skipped, whole.misframed, whole.pending)

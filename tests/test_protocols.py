@@ -145,13 +145,94 @@ def test_truncated_frames_are_counted():
     assert bench.value("syslog_collector_truncated_frames_total", transport="tcp") == 1.0
 
 
-def test_invalid_octet_count_closes_the_connection_keeping_earlier_frames():
+def test_a_line_that_is_no_octet_count_costs_nothing_of_the_stream():
     bench = Bench()
     factory, protocol, transport = tcp(bench)
-    protocol.dataReceived(b"<13>1 - gw app - - - before\n12x garbage\n<13>1 - gw app - - - after\n")
-    assert transport.disconnecting
-    assert bench.archived("gw") == [b"<13>1 - gw app - - - before"]
-    assert bench.value("syslog_collector_framing_errors_total") == 1.0
+    protocol.dataReceived(b"<13>1 - gw app - - - before\n12x garbage\n2026-11-25 10:00:00 gw no PRI\n"
+                          b"<13>1 - gw app - - - after\n")
+    assert not transport.disconnecting
+    assert bench.archived("gw") == [b"<13>1 - gw app - - - before", b"<13>1 - gw app - - - after"]
+    assert len(bench.archive.messages) == 4
+    # Framed by LF, as they are: counted, not lost.
+    assert bench.value("syslog_collector_framing_errors_total") == 2.0
+
+
+def test_the_rest_of_an_over_long_line_is_counted_in_bytes():
+    bench = Bench()
+    factory, protocol, transport = tcp(bench, max_frame=30)
+    protocol.dataReceived(b"<13>1 - gw app - - - " + b"x" * 100 + b"\n<13>1 - gw x - - - ok\n")
+    assert bench.value("syslog_collector_truncated_frames_total", transport="tcp") == 1.0
+    assert bench.value("syslog_collector_skipped_bytes_total", transport="tcp") == 91.0
+
+
+def rate_limited(bench, rate):
+    from collector.pipeline import Pipeline
+    bench.pipeline = Pipeline(hosts=bench.pipeline.hosts, archive=bench.archive, metrics=bench.metrics,
+                              clock=bench.clock, syslog_timezone=bench.pipeline._syslog_timezone,
+                              max_messages_per_second_per_sender=rate)
+
+
+def test_a_stream_over_its_rate_is_held_back_not_dropped(log_events):
+    bench = Bench()
+    rate_limited(bench, 10)
+    factory, protocol, transport = tcp(bench)
+    messages = [b"<13>1 - gw app - - - %d" % i for i in range(25)]
+    protocol.dataReceived(b"".join(m + b"\n" for m in messages))
+    # A burst of one second's worth, then the sender waits: TCP pushes back.
+    assert bench.archived("gw") == messages[:10]
+    assert transport.producerState == "paused"
+    bench.clock.advance(0.5)
+    assert bench.archived("gw") == messages[:10]
+    bench.clock.advance(0.5)
+    assert bench.archived("gw") == messages[:20]
+    assert transport.producerState == "paused"
+    bench.clock.advance(0.5)
+    assert bench.archived("gw") == messages
+    assert transport.producerState == "producing"
+    assert bench.value("syslog_collector_rate_limited_messages_total", host="gw") == 0.0
+    assert bench.value("syslog_collector_dropped_messages_total", reason="rate_limited") == 0.0
+    assert bench.value("syslog_collector_throttled_seconds_total", host="192.0.2.1") == pytest.approx(1.5)
+    assert len(log_events("over its rate limit")) == 1
+
+
+def test_messages_held_back_for_the_rate_are_archived_when_the_connection_ends():
+    bench = Bench()
+    rate_limited(bench, 10)
+    factory, protocol, transport = tcp(bench)
+    messages = [b"<13>1 - gw app - - - %d" % i for i in range(25)]
+    protocol.dataReceived(b"".join(m + b"\n" for m in messages))
+    protocol.connectionLost()
+    assert bench.archived("gw") == messages
+    assert not bench.clock.getDelayedCalls()
+
+
+def test_connections_of_one_sender_share_its_rate():
+    bench = Bench()
+    rate_limited(bench, 10)
+    factory = stream_factory(bench)
+    first, first_transport = connect(factory, port=1)
+    second, second_transport = connect(factory, port=2)
+    first.dataReceived(b"".join(b"<13>1 - gw app - - - a%d\n" % i for i in range(8)))
+    second.dataReceived(b"".join(b"<13>1 - gw app - - - b%d\n" % i for i in range(8)))
+    assert len(bench.archived("gw")) == 10
+    assert first_transport.producerState == "producing" and second_transport.producerState == "paused"
+    bench.clock.advance(1.0)
+    assert len(bench.archived("gw")) == 16
+
+
+def test_a_stream_paused_for_the_archive_and_the_rate_waits_for_both():
+    bench = Bench()
+    rate_limited(bench, 10)
+    factory, protocol, transport = tcp(bench)
+    bench.archive.backlogged = True
+    protocol.dataReceived(b"".join(b"<13>1 - gw app - - - %d\n" % i for i in range(12)))
+    assert transport.producerState == "paused"
+    bench.archive.backlogged = False
+    factory.resume()  # the archive caught up; the rate still holds it
+    assert transport.producerState == "paused"
+    bench.clock.advance(1.0)
+    assert transport.producerState == "producing"
+    assert len(bench.archived("gw")) == 12
 
 
 def test_refused_connection_is_closed_at_once():

@@ -33,7 +33,8 @@ def framing(data: bytes) -> None:
     frames += pieces.finish()
     assert frames == expected, (frames, expected)
     assert all(len(frame) <= max_frame for frame in frames)
-    assert (whole.error is None) == (pieces.error is None)
+    assert (whole.truncated, whole.skipped, whole.misframed) == (
+        pieces.truncated, pieces.skipped, pieces.misframed)
 
 
 def header(data: bytes) -> None:
