@@ -317,6 +317,7 @@ class SyslogStreamProtocol(Protocol):
             # Over TLS the client's certificate decides, once the handshake is done.
             self._accepted = factory.pipeline.accepts_connection(self.sender)
             if not self._accepted:
+                self._discard_unread()
                 self.transport.loseConnection()
 
     def handshakeCompleted(self) -> None:  # noqa: N802

@@ -630,3 +630,43 @@ async def test_udp_pauses_are_logged_at_most_every_log_interval(log_events):
         bench.clock.advance(LOG_INTERVAL)
         await pause()
         assert said() == [0, 1]  # the one held back is told of
+
+
+@pytest_twisted.ensureDeferred
+async def test_at_the_drain_deadline_a_paused_connection_is_read_dry():
+    bench = Bench()
+    factory = stream_factory(bench)
+    first = b"<13>1 - gw app - - - first"
+    messages = [b"<13>1 - gw app - - - %04d" % i for i in range(2000)]
+    async with connected(factory) as (protocol, client):
+        bench.archive.backlogged = True
+        client.sendall(first + b"\n")
+        await until(lambda: protocol.paused_for)
+        # The archive is behind: what the sender goes on sending waits in the kernel.
+        client.sendall(b"".join(m + b"\n" for m in messages))
+        server = socket_transport(protocol.transport)
+        await until(lambda: queued(server.getHandle()) == sum(len(m) + 1 for m in messages))
+        drained = factory.drain(timeout=0.5)
+        for _ in range(6):
+            bench.clock.advance(0.1)
+        await until(lambda: drained.called)
+    assert bench.archived("gw") == [first] + messages
+    assert bench.value("syslog_collector_discarded_bytes_total", reason="unread_at_close") == 0.0
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_a_refused_connection_held_is_counted_in_bytes():
+    bench = Bench(unregistered=UnregisteredPolicy.REFUSE)
+    factory = stream_factory(bench)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    try:
+        # Sent before the collector accepts the connection: the kernel holds it.
+        with socket.create_connection(("127.0.0.1", port.getHost().port)) as client:
+            client.sendall(b"<13>1 - gw app - - - refused\n" * 10)
+            await until(lambda: bench.value("syslog_collector_refused_connections_total",
+                                             reason="unregistered") == 1.0)
+            await until(lambda: not factory.connections)
+    finally:
+        await port.stopListening()
+    assert bench.value("syslog_collector_discarded_bytes_total", reason="refused") == 290.0
+    assert bench.archive.messages == []

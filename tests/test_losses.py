@@ -1,0 +1,65 @@
+"""Paths that could lose received messages, each made to happen in a real ``twistd``."""
+
+import socket
+import time
+
+import pytest
+
+from collector_process import CollectorProcess, wait_until
+
+
+def rfc5424(host: str, msg: bytes) -> bytes:
+    return b"<116>1 2026-11-25T10:00:00+00:00 " + host.encode() + b" security - - - " + msg
+
+
+def octet_counted(messages: list[bytes]) -> bytes:
+    return b"".join(b"%d %s" % (len(m), m) for m in messages)
+
+
+@pytest.fixture
+def rate_limited(tmp_path):
+    config = tmp_path / "collector.toml"
+    config.write_text("[limits]\nmax_messages_per_second_per_sender = 2000\n")
+    process = CollectorProcess(tmp_path, config=str(config))
+    yield process
+    process.kill()
+
+
+def test_a_tcp_sender_over_its_rate_waits_and_loses_nothing(rate_limited):
+    process = rate_limited
+    messages = [rfc5424("gw", b"Engine: Startup. %05d" % i) for i in range(7000)]
+    started = time.monotonic()
+    with process.connect_tcp() as first, process.connect_tcp() as second:
+        first.sendall(octet_counted(messages[:3500]))
+        second.sendall(octet_counted(messages[3500:]))
+        process.wait_for("syslog_collector_received_messages_total", 7000, timeout=30, host="gw", transport="tcp")
+    # A burst of 2,000, then 2,000 a second: the sender was made to wait.
+    assert time.monotonic() - started >= 2.0
+    assert wait_until(lambda: len(process.archived("gw")) == 7000)
+    assert sorted(process.archived("gw")) == sorted(messages)
+    assert process.sample("syslog_collector_throttled_seconds_total", host="127.0.0.1") >= 1.0
+    assert process.sample("syslog_collector_rate_limited_messages_total", host="gw") == 0.0
+    assert process.sample("syslog_collector_dropped_messages_total", reason="rate_limited") == 0.0
+    assert "over its rate limit" in process.log()
+
+
+def test_udp_over_the_rate_is_dropped_and_counted_as_rate_limited_only(rate_limited):
+    process = rate_limited
+    # Headerless datagrams: a dropped one must not count as a header error.
+    messages = [b"Engine: Startup. %05d" % i for i in range(5000)]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        for message in messages:
+            sock.sendto(message, ("127.0.0.1", process.ports["udp"]))
+    host = "127.0.0.1"
+
+    def accounted() -> float:
+        received = process.sample("syslog_collector_received_messages_total", host=host, transport="udp") or 0
+        return received + (process.sample("syslog_collector_rate_limited_messages_total", host=host) or 0)
+
+    assert wait_until(lambda: accounted() == len(messages))
+    limited = process.sample("syslog_collector_rate_limited_messages_total", host=host)
+    assert limited > 0
+    assert process.sample("syslog_collector_dropped_messages_total", reason="rate_limited") == limited
+    assert process.sample("syslog_collector_header_parse_errors_total") == len(messages) - limited
+    assert wait_until(lambda: len(process.archived(host)) == len(messages) - limited)
