@@ -9,9 +9,12 @@ reading sockets. While a flush is being written, lines for the next one
 gather: past ``MAX_PENDING_BYTES`` of them the archive is backlogged, and
 TCP senders wait; past ``MAX_GATHERED_BYTES`` it is full, and UDP waits too.
 
-A failed write is counted and logged, and its lines are kept for the next
-flush, up to ``retry_buffer_bytes``; past that the oldest are dropped and
-counted, so a full disk cannot exhaust memory.
+A failed write is counted and logged, and the lines it did not write are
+kept for the next flush, up to ``retry_buffer_bytes``; past that the oldest
+are dropped and counted, so a full disk cannot exhaust memory. A line the
+failure cut short is written again whole, after the torn piece on disk is
+marked (see ``archive_line``): each line is in the archive once. What still
+cannot be written when the service stops is counted as dropped.
 
 When the day changes, the previous day's files are closed; compression and
 retention (``archive_files.maintain``) then run in a thread, at start-up,
@@ -20,6 +23,7 @@ after each change of day and every ``MAINTENANCE_INTERVAL`` seconds.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from collections import OrderedDict
@@ -34,6 +38,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from collector.archive_files import MaintenanceReport, maintain
 from collector.archive_line import TORN_MARKER, Batch, format_batch, format_time
@@ -82,10 +87,21 @@ class WriteReport:
     """What one flush's writing did, for the reactor's thread to count and log."""
 
     written_bytes: int = 0
-    failed: list[tuple[Key, bytes, OSError]] = field(default_factory=list)
+    # The lines of a file that were not written, from the start of the one cut short.
+    failed: list[tuple[Key, bytes, Exception]] = field(default_factory=list)
+    sync_errors: list[tuple[Key, Exception]] = field(default_factory=list)
     torn: list[Key] = field(default_factory=list)
-    close_errors: list[tuple[Key, OSError]] = field(default_factory=list)
+    close_errors: list[tuple[Key, Exception]] = field(default_factory=list)
     open_files: int = 0
+
+
+def _write_some(fd: int, data: memoryview) -> int:
+    """One ``os.write``: a full disk or a file-size limit takes part of it,
+    then refuses the rest at the next."""
+    taken = os.write(fd, data)
+    if taken == 0:  # would loop forever
+        raise OSError(errno.EIO, "the file took no bytes")
+    return taken
 
 
 class OpenFiles:
@@ -93,6 +109,10 @@ class OpenFiles:
 
     It touches nothing but its files: what happened comes back as a
     ``WriteReport``.
+
+    Other workers append to the same files at once (``O_APPEND``), each
+    under a shared lock: the lock is exclusive only to check a file's end for
+    a torn line, which another worker's write in progress shows as well.
     """
 
     def __init__(self, root: Path, max_open_files: int, fsync: bool) -> None:
@@ -106,23 +126,37 @@ class OpenFiles:
         report = WriteReport()
         for key, blocks in batches.items():
             data = b"".join(blocks)
+            written = 0
             try:
-                file = self._open(key, report)
-                # Shared: other workers append to the same file at once, but
-                # none checks its end for a torn line meanwhile.
-                fcntl.flock(file.fileno(), fcntl.LOCK_SH)
+                fd = self._open(key, report).fileno()
+                # Before each write, not only at opening: another worker's
+                # write may have failed midway while this one kept the file
+                # open, and these lines would be glued to its torn piece.
+                self._mark_torn_line(fd, key, report)
+                fcntl.flock(fd, fcntl.LOCK_SH)
                 try:
-                    file.write(data)
-                    file.flush()
+                    view = memoryview(data)
+                    while written < len(data):
+                        written += _write_some(fd, view[written:])
                 finally:
-                    fcntl.flock(file.fileno(), fcntl.LOCK_UN)
-                if self._fsync:
-                    os.fsync(file.fileno())
-            except OSError as e:
-                report.failed.append((key, data, e))
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            except Exception as e:  # any error: the lines are kept, not lost
+                # The torn piece is marked before the next write, and the line
+                # it cut is written again whole after the marker.
+                start = data.rfind(b"\n", 0, written) + 1
+                report.written_bytes += written
+                report.failed.append((key, data[start:], e))
                 self._close(key, report)
-            else:
-                report.written_bytes += len(data)
+                continue
+            report.written_bytes += written
+            if self._fsync:
+                try:
+                    os.fsync(fd)
+                except Exception as e:
+                    # Not written again: the file holds the lines already, for
+                    # all that read it, and would then hold them twice.
+                    report.sync_errors.append((key, e))
+                    self._close(key, report)
         for key in [k for k in self._files if close_all or k[1] != current_day]:
             self._close(key, report)
         report.open_files = len(self._files)
@@ -147,34 +181,49 @@ class OpenFiles:
             path.parent.mkdir(parents=True, exist_ok=True)
             file = open(path, "a+b")
         self._files[key] = file
-        self._mark_torn_line(file, key, report)
         while len(self._files) > self._max_open_files:
             self._close(next(iter(self._files)), report)
         return file
 
-    def _mark_torn_line(self, file: BinaryIO, key: Key, report: WriteReport) -> None:
-        """After a crash the file may end in the middle of a line: end it and mark it.
-
-        Under an exclusive lock: another worker's write in progress would
-        show its end mid-line.
-        """
-        fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+    def _mark_torn_line(self, fd: int, key: Key, report: WriteReport) -> None:
+        """The file may end in the middle of a line, cut by a crash or a failed
+        write: end it and mark it."""
+        if not _ends_mid_line(fd):
+            return
+        # Checked again under an exclusive lock: another worker's write in
+        # progress shows its end mid-line too.
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            size = os.fstat(file.fileno()).st_size
-            if size and os.pread(file.fileno(), 1, size - 1) != b"\n":
-                file.write(b"\n" + TORN_MARKER + b"\n")
-                file.flush()
+            size = os.fstat(fd).st_size
+            if _ends_mid_line(fd, size):
+                marker = memoryview(b"\n" + TORN_MARKER + b"\n")
+                try:
+                    written = 0
+                    while written < len(marker):
+                        written += _write_some(fd, marker[written:])
+                except Exception:
+                    # A part of the marker, its newline alone, would pass the
+                    # torn piece for a whole line: the next try marks it again.
+                    # No other worker writes while the lock is held.
+                    os.ftruncate(fd, size)
+                    raise
                 report.torn.append(key)
         finally:
-            fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _close(self, key: Key, report: WriteReport) -> None:
         file = self._files.pop(key, None)
         if file is not None:
             try:
                 file.close()
-            except OSError as e:
+            except Exception as e:
                 report.close_errors.append((key, e))
+
+
+def _ends_mid_line(fd: int, size: int | None = None) -> bool:
+    if size is None:
+        size = os.fstat(fd).st_size
+    return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
 
 
 class _DayClock:
@@ -263,7 +312,7 @@ class FileArchive(Service):
         done: Deferred[None] = Deferred()
 
         def finish(_: object = None) -> None:
-            self.reopen().chainDeferred(done)
+            self.reopen().addCallback(self._drop_unwritten).chainDeferred(done)
 
         if self._maintenance is None:
             finish()
@@ -372,7 +421,7 @@ class FileArchive(Service):
         close_all, self._close_requested = self._close_requested, False
         self._writing = True
         job = self._run_in_thread(self._files.write, batches, current_day, close_all)
-        job.addCallbacks(self._written, self._write_failed)
+        job.addCallbacks(self._written, self._write_failed, errbackArgs=(batches,))
         job.addBoth(self._write_ended, current_day, waiters)
 
     def _written(self, report: WriteReport) -> None:
@@ -381,21 +430,32 @@ class FileArchive(Service):
         self._failed_bytes = 0
         for key, data, error in report.failed:
             metrics.archive_write_errors.inc()
-            self.log.error("cannot write {count} lines to the archive of {host} for {day}: {error}",
-                           count=data.count(b"\n"), host=key[0], day=key[1], error=error)
+            if isinstance(error, OSError):
+                self.log.error("cannot write {count} lines to the archive of {host} for {day}: {error}",
+                               count=data.count(b"\n"), host=key[0], day=key[1], error=error)
+            else:  # a bug: its traceback
+                self.log.failure("cannot write {count} lines to the archive of {host} for {day}",
+                                 Failure(error), count=data.count(b"\n"), host=key[0], day=key[1])
             self._keep_for_retry(key, data)
+        for (host, day), error in report.sync_errors:
+            metrics.archive_write_errors.inc()
+            self.log.error("syncing the archive of {host} for {day} to disk failed: {error}",
+                           host=host, day=day, error=error)
         for host, day in report.torn:
-            self.log.warn("the archive of {host} for {day} ended in a torn line (a crash?); marked it",
-                          host=host, day=day)
+            self.log.warn("the archive of {host} for {day} ended in a torn line (a crash, or a write "
+                          "that failed midway); marked it", host=host, day=day)
         for (host, day), error in report.close_errors:
             self.log.error("closing the archive of {host} for {day} failed: {error}",
                            host=host, day=day, error=error)
         metrics.archive_open_files.set(report.open_files)
 
-    def _write_failed(self, failure: Any) -> None:
+    def _write_failed(self, failure: Any, batches: dict[Key, list[bytes]]) -> None:
         self._failed_bytes = 0
         self._metrics.archive_write_errors.inc()
-        self.log.failure("writing the archive failed", failure)
+        self.log.failure("writing the archive failed; its lines are kept for the next flush", failure)
+        # What was written of it, if anything, is unknown: better twice than lost.
+        for key, blocks in batches.items():
+            self._keep_for_retry(key, b"".join(blocks))
 
     def _write_ended(self, _: object, current_day: str, waiters: list[Deferred[None]]) -> None:
         self._writing = False
@@ -413,7 +473,22 @@ class FileArchive(Service):
         for waiter in waiters:
             waiter.callback(None)
 
+    def _drop_unwritten(self, _: object) -> None:
+        """Count and log the lines the last flush could not write: they are lost with the process."""
+        # With them, any that came while it was being written.
+        unwritten = [*self._failed.values(), *self._pending.values()]
+        count = sum(block.count(b"\n") for blocks in unwritten for block in blocks)
+        self._failed, self._failed_bytes = OrderedDict(), 0
+        self._pending, self._pending_bytes = {}, 0
+        self._metrics.archive_backlog_bytes.set(0)
+        if count:
+            self._metrics.dropped.labels(reason="archive_unwritable_at_stop").inc(count)
+            self.log.error("stopping: {count} lines could not be written to the archive and are lost",
+                           count=count)
+
     def _keep_for_retry(self, key: Key, data: bytes) -> None:
+        if not data:
+            return
         self._failed.setdefault(key, []).append(data)
         self._failed_bytes += len(data)
         dropped = 0

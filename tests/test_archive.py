@@ -1,7 +1,7 @@
 import builtins
-import errno
 import fcntl
 import gzip
+import os
 import shutil
 import threading
 from datetime import UTC, datetime
@@ -16,8 +16,11 @@ from twisted.internet.task import Clock
 
 import collector.archive
 from collector.archive import FileArchive
-from collector.archive_line import parse_line
+from collector.archive_files import day_files
+from collector.archive_line import TORN_MARKER, parse_line
+from collector.archive_reader import read_messages
 from collector.metrics import CollectorMetrics
+from conftest import REQUIRE_ALL
 
 NOON = datetime(2026, 11, 25, 12, 0, tzinfo=UTC).timestamp()
 SENDER = b"192.0.2.1:514"
@@ -135,55 +138,70 @@ def test_open_files_stay_under_the_cap(tmp_path, registry):
         assert read(tmp_path / "archive" / f"host{host}" / "2026-11-25.log") == [b"round 0", b"round 1"]
 
 
-class FailingFile:
-    """A real archive file whose writes fail, as on a full or broken disk."""
-
-    def __init__(self, path, mode, error):
-        self.file = builtins.open(path, mode)
-        self.error = error
-
-    def write(self, data):
-        raise OSError(self.error, "injected")
-
-    def __getattr__(self, name):
-        return getattr(self.file, name)
-
-
-def failing_open(error):
-    return lambda path, mode: FailingFile(path, mode, error)
+def full_disk(path):
+    """Make the archive file at ``path`` a link to /dev/full, whose writes
+    fail with ENOSPC (no byte taken); returns what makes room again."""
+    if not os.path.exists("/dev/full"):
+        message = "/dev/full is missing"
+        if REQUIRE_ALL:
+            pytest.fail(message + " (COLLECTOR_TESTS_REQUIRE_ALL=1)")
+        pytest.skip(message)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to("/dev/full")
+    # A failed write closes the file: the next one opens a plain file by the name.
+    return path.unlink
 
 
-def test_disk_full_keeps_lines_and_writes_them_once_it_recovers(tmp_path, registry, monkeypatch):
+def test_disk_full_keeps_lines_and_writes_them_once_it_recovers(tmp_path, registry):
     clock = Clock()
     clock.advance(NOON)
     archive = make_archive(tmp_path, registry, clock)
-    monkeypatch.setattr(collector.archive, "open", failing_open(errno.ENOSPC), raising=False)
+    path = tmp_path / "archive" / "gw" / "2026-11-25.log"
+    make_room = full_disk(path)
     archive.append(clock.seconds(), [("gw", SENDER, [b"kept 1"])])
     clock.advance(1)
     archive.append(clock.seconds(), [("gw", SENDER, [b"kept 2"])])
     clock.advance(1)
     assert value(registry, "syslog_collector_archive_write_errors_total") == 2
-    monkeypatch.undo()
+    make_room()
     archive.append(clock.seconds(), [("gw", SENDER, [b"after recovery"])])
     clock.advance(1)
-    assert read(tmp_path / "archive" / "gw" / "2026-11-25.log") == [b"kept 1", b"kept 2", b"after recovery"]
+    assert read(path) == [b"kept 1", b"kept 2", b"after recovery"]
     archive.stopService()
 
 
-def test_retry_buffer_is_bounded_and_overflow_counted(tmp_path, registry, monkeypatch):
+def test_retry_buffer_is_bounded_and_overflow_counted(tmp_path, registry):
     clock = Clock()
     clock.advance(NOON)
     line_size = len(b"2026-11-25T12:00:00.000000Z 192.0.2.1:514 msg 0\n")
     archive = make_archive(tmp_path, registry, clock, retry_buffer_bytes=3 * line_size)
-    monkeypatch.setattr(collector.archive, "open", failing_open(errno.EIO), raising=False)
+    path = tmp_path / "archive" / "gw" / "2026-11-25.log"
+    make_room = full_disk(path)
     for n in range(5):
         archive.append(clock.seconds(), [("gw", SENDER, [b"msg %d" % n])])
     clock.advance(1)
     assert value(registry, "syslog_collector_dropped_messages_total", reason="archive_retry_buffer_full") == 2
-    monkeypatch.undo()
+    make_room()
     clock.advance(1)
-    assert read(tmp_path / "archive" / "gw" / "2026-11-25.log") == [b"msg 2", b"msg 3", b"msg 4"]
+    assert read(path) == [b"msg 2", b"msg 3", b"msg 4"]
     archive.stopService()
+
+
+def test_lines_still_unwritable_at_stop_are_counted_as_dropped(tmp_path, registry, log_events):
+    clock = Clock()
+    clock.advance(NOON)
+    archive = make_archive(tmp_path, registry, clock)
+    full_disk(tmp_path / "archive" / "gw" / "2026-11-25.log")
+    archive.append(clock.seconds(), [("gw", SENDER, [b"one", b"two"])])
+    clock.advance(1)
+    archive.append(clock.seconds(), [("gw", SENDER, [b"three"])])
+    stopped = []
+    archive.stopService().addCallback(stopped.append)
+    assert stopped == [None]
+    assert value(registry, "syslog_collector_dropped_messages_total", reason="archive_unwritable_at_stop") == 3
+    assert value(registry, "syslog_collector_archive_backlog_bytes") == 0
+    [event] = log_events("could not be written")
+    assert event["count"] == 3 and event["log_level"].name == "error"
 
 
 def test_removed_directories_are_recreated(tmp_path, registry):
@@ -331,14 +349,15 @@ def test_stop_waits_for_running_maintenance(tmp_path, registry):
     assert read(tmp_path / "archive" / "gw" / "2026-11-25.log") == [b"x"]
 
 
-def test_backlog_signals_senders_to_wait_and_drained_after_recovery(tmp_path, registry, monkeypatch):
+def test_backlog_signals_senders_to_wait_and_drained_after_recovery(tmp_path, registry):
     clock = Clock()
     clock.advance(NOON)
     line_size = len(b"2026-11-25T12:00:00.000000Z 192.0.2.1:514 msg 0\n")
     archive = make_archive(tmp_path, registry, clock, retry_buffer_bytes=10 * line_size)
     drained = []
     archive.when_drained(lambda: drained.append(clock.seconds()))
-    monkeypatch.setattr(collector.archive, "open", failing_open(errno.ENOSPC), raising=False)
+    path = tmp_path / "archive" / "gw" / "2026-11-25.log"
+    make_room = full_disk(path)
     for n in range(4):
         archive.append(clock.seconds(), [("gw", SENDER, [b"msg %d" % n])])
     clock.advance(1)
@@ -349,10 +368,10 @@ def test_backlog_signals_senders_to_wait_and_drained_after_recovery(tmp_path, re
     clock.advance(1)
     assert archive.backlogged and archive.full and drained == []  # UDP waits as well
     assert value(registry, "syslog_collector_archive_backlog_bytes") == 8 * line_size
-    monkeypatch.undo()
+    make_room()
     clock.advance(1)
     assert not archive.backlogged and drained == [clock.seconds()]
-    assert len(read(tmp_path / "archive" / "gw" / "2026-11-25.log")) == 8
+    assert len(read(path)) == 8
     archive.stopService()
 
 
@@ -444,7 +463,7 @@ def test_maintenance_and_reopening_wait_for_the_write_in_progress(tmp_path, regi
     held.finish("write")
 
 
-def test_an_unexpected_error_in_a_write_is_counted_and_flushing_goes_on(tmp_path, registry, monkeypatch):
+def test_an_unexpected_error_opening_a_file_keeps_its_lines_for_the_next_flush(tmp_path, registry, monkeypatch):
     clock = Clock()
     clock.advance(NOON)
     archive = make_archive(tmp_path, registry, clock)
@@ -453,13 +472,72 @@ def test_an_unexpected_error_in_a_write_is_counted_and_flushing_goes_on(tmp_path
         raise RuntimeError("injected")
 
     monkeypatch.setattr(collector.archive, "open", broken_open, raising=False)
-    archive.append(clock.seconds(), [("gw", SENDER, [b"lost"])])
+    archive.append(clock.seconds(), [("gw", SENDER, [b"kept"])])
+    archive.append(clock.seconds(), [("other", SENDER, [b"kept too"])])
     clock.advance(1)
-    assert value(registry, "syslog_collector_archive_write_errors_total") == 1
+    assert value(registry, "syslog_collector_archive_write_errors_total") == 2  # one a file
     monkeypatch.undo()
     archive.append(clock.seconds(), [("gw", SENDER, [b"next"])])
     clock.advance(1)
-    assert read(tmp_path / "archive" / "gw" / "2026-11-25.log") == [b"next"]
+    assert read(tmp_path / "archive" / "gw" / "2026-11-25.log") == [b"kept", b"next"]
+    assert read(tmp_path / "archive" / "other" / "2026-11-25.log") == [b"kept too"]
+    archive.stopService()
+
+
+def test_an_unexpected_error_midway_through_a_write_keeps_the_rest_from_the_line_it_cut(
+        tmp_path, registry, monkeypatch, log_events):
+    clock = Clock()
+    clock.advance(NOON)
+    archive = make_archive(tmp_path, registry, clock)
+    path = tmp_path / "archive" / "gw" / "2026-11-25.log"
+    calls = []
+
+    def half_then_broken(fd, data):
+        # The first write takes part of the block, cutting a line, as the
+        # kernel may; then a bug.
+        calls.append(len(data))
+        if len(calls) == 1:
+            return os.write(fd, data[:len(data) // 2 + 3])
+        raise ValueError("injected")
+
+    monkeypatch.setattr(collector.archive, "_write_some", half_then_broken)
+    lines = [b"line %d" % n for n in range(10)]
+    archive.append(clock.seconds(), [("gw", SENDER, lines)])
+    clock.advance(1)
+    assert value(registry, "syslog_collector_archive_write_errors_total") == 1
+    assert len(log_events("cannot write")) == 1
+    on_disk = path.read_bytes()
+    assert not on_disk.endswith(b"\n")
+    kept = value(registry, "syslog_collector_archive_backlog_bytes")
+    assert kept == calls[0] - on_disk.rindex(b"\n") - 1  # from the start of the line cut
+    monkeypatch.undo()
+    clock.advance(1)
+    archive.stopService()
+    assert path.read_bytes().count(TORN_MARKER) == 1
+    damage = []
+    messages = [m.message for m in read_messages(day_files(tmp_path / "archive", "gw"),
+                                                 on_damage=lambda path, problem: damage.append(problem))]
+    assert messages == lines and len(damage) == 1
+
+
+def test_an_error_out_of_the_writing_thread_keeps_the_whole_flush(tmp_path, registry, monkeypatch):
+    clock = Clock()
+    clock.advance(NOON)
+    archive = make_archive(tmp_path, registry, clock)
+
+    def broken_write(batches, current_day, close_all):
+        raise ValueError("injected")
+
+    monkeypatch.setattr(archive._files, "write", broken_write)
+    archive.append(clock.seconds(), [("gw", SENDER, [b"one"]), ("other", SENDER, [b"two"])])
+    clock.advance(1)
+    assert value(registry, "syslog_collector_archive_write_errors_total") == 1
+    assert value(registry, "syslog_collector_archive_backlog_bytes") > 0
+    monkeypatch.undo()
+    archive.append(clock.seconds(), [("gw", SENDER, [b"three"])])
+    clock.advance(1)
+    assert read(tmp_path / "archive" / "gw" / "2026-11-25.log") == [b"one", b"three"]
+    assert read(tmp_path / "archive" / "other" / "2026-11-25.log") == [b"two"]
     archive.stopService()
 
 

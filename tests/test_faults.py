@@ -1,12 +1,16 @@
 """Faults against a real twistd process: shutdown under load, the archive
-root removed while running."""
+root removed while running, a file-size limit cutting a write short."""
 
+import resource
 import shutil
 import signal
 import threading
 import time
 
-from collector_process import CollectorProcess
+from collector.archive_files import day_files
+from collector.archive_line import TORN_MARKER
+from collector.archive_reader import read_messages
+from collector_process import CollectorProcess, wait_until
 
 TOTAL = 100_000
 
@@ -69,3 +73,31 @@ def test_archive_root_removed_while_running_is_recreated(tmp_path):
         assert process.terminate() in (0, -signal.SIGTERM)
     finally:
         process.kill()
+
+
+def test_a_write_the_file_size_limit_cuts_short_is_archived_once_when_the_limit_goes(tmp_path):
+    limit = 64 * 1024  # about half of what is sent
+    sent = [b"<13>1 - gw app - - - line %d" % n for n in range(2000)]
+    process = CollectorProcess(tmp_path, preexec_fn=lambda: resource.setrlimit(
+        resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY)))
+    damage = []
+
+    def archived():
+        return [m.message for m in read_messages(day_files(process.archive, "gw"),
+                                                 on_damage=lambda path, problem: damage.append(problem))]
+
+    try:
+        with process.connect_tcp() as sock:
+            sock.sendall(b"".join(message + b"\n" for message in sent))
+        process.wait_for("syslog_collector_archive_write_errors_total", 2)  # retried, in vain
+        [path] = (process.archive / "gw").glob("*.log")
+        assert path.stat().st_size == limit
+        resource.prlimit(process.process.pid, resource.RLIMIT_FSIZE,
+                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        assert wait_until(lambda: len(archived()) >= len(sent)), process.log()
+        assert process.terminate() in (0, -signal.SIGTERM)
+    finally:
+        process.kill()
+    damage.clear()
+    assert archived() == sent
+    assert len(damage) == 1 and path.read_bytes().count(TORN_MARKER) == 1
