@@ -11,14 +11,17 @@ from __future__ import annotations
 import dataclasses
 import enum
 import gzip
+import os
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, nullcontext
 from datetime import UTC, date, datetime, timedelta
 from ipaddress import IPv4Address, IPv6Address
+from itertools import groupby
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from collector.archive_files import DayFile, day_files
+from collector.archive_files import DayFile, day_files, open_day
 from collector.archive_line import TORN_MARKER, ArchivedMessage, BadLine, parse_line
 
 
@@ -67,52 +70,84 @@ def read_messages(
     on_damage: Damage = lambda path, problem: None,
     on_progress: Callable[[int], None] | None = None,
 ) -> Iterator[ArchivedMessage]:
-    """Messages received in [since, until), in the order they were received."""
+    """Messages received in [since, until), in the order they were received.
+
+    The files are read a day at a time, and a day's files stand for the
+    whole day: it is read as it is when the reading gets to it. The
+    collector may have compressed a listed ``.log`` since (its lines are then
+    read from the ``.log.gz``, or from the compression's files if it is
+    under way), or removed a listed file (reported as damage: its lines are
+    gone). Each line is read once.
+    """
     low = stamp(since) if since else ""
     high = stamp(until) if until else "~"
     done = 0
-    for day_file in files:
+    for (directory, day), group in groupby(files, key=lambda f: (f.path.parent, f.day)):
+        listed = list(group)
         report = None if on_progress is None else (lambda position, base=done: on_progress(base + position))
-        for message in _read_file(day_file.path, on_damage, report):
+        for message in _read_day(directory, day, listed, on_damage, report):
             if low <= message.received_at < high:
                 yield message
-        done += day_file.size
+        done += sum(f.size for f in listed)
+        if on_progress is not None:
+            on_progress(done)
 
 
-def _read_file(path: Path, on_damage: Damage,
+def _read_day(directory: Path, day: str, listed: list[DayFile], on_damage: Damage,
+              on_progress: Callable[[int], None] | None) -> Iterator[ArchivedMessage]:
+    try:
+        opened = open_day(directory, day)
+    except OSError as e:
+        on_damage(listed[0].path, f"cannot be opened: {e}")
+        return
+    if opened is None:
+        on_damage(listed[0].path, "changed too often while being opened; skipped")
+        return
+    with ExitStack() as files:
+        for _, file in opened:
+            files.enter_context(file)
+        names = {path.name for path, _ in opened}
+        for day_file in listed:
+            if not opened or (day_file.compressed and day_file.path.name not in names):
+                on_damage(day_file.path, "removed before it could be read; its lines are not shown")
+        offset = 0
+        for path, file in opened:
+            report = None if on_progress is None else (lambda position, base=offset: on_progress(base + position))
+            size = os.fstat(file.fileno()).st_size
+            yield from _read_file(path, file, on_damage, report)
+            offset += size
+
+
+def _read_file(path: Path, raw: BinaryIO, on_damage: Damage,
                on_progress: Callable[[int], None] | None) -> Iterator[ArchivedMessage]:
-    raw: BinaryIO = open(path, "rb")
-    lines: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb") if path.name.endswith(".gz") else raw
+    """The messages of one open file, ``raw``: it is left open."""
     previous: bytes | None = None
     number = 0
-    try:
-        with raw, lines:
-            try:
-                for line in lines:
-                    number += 1
-                    if on_progress is not None and number % 1024 == 0:
-                        on_progress(raw.tell())
-                    if line.rstrip(b"\n") == TORN_MARKER:
-                        on_damage(path, f"line {number - 1}: cut short by a crash; skipped")
-                        previous = None
-                        continue
-                    if previous is not None:
-                        message = _parse(previous, path, number - 1, on_damage)
-                        if message is not None:
-                            yield message
-                    previous = line
-            except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
-                on_damage(path, f"unreadable after line {number}: {e}")
-            if previous is not None:
-                if not previous.endswith(b"\n"):
-                    on_damage(path, f"line {number}: cut short (no end of line); skipped")
-                else:
-                    message = _parse(previous, path, number, on_damage)
+    unpacked = gzip.GzipFile(fileobj=raw, mode="rb") if path.name.endswith(".gz") else nullcontext(raw)
+    with unpacked as lines:
+        try:
+            for line in lines:
+                number += 1
+                if on_progress is not None and number % 1024 == 0:
+                    on_progress(raw.tell())
+                if line.rstrip(b"\n") == TORN_MARKER:
+                    on_damage(path, f"line {number - 1}: cut short by a crash; skipped")
+                    previous = None
+                    continue
+                if previous is not None:
+                    message = _parse(previous, path, number - 1, on_damage)
                     if message is not None:
                         yield message
-    finally:
-        if on_progress is not None:
-            on_progress(path.stat().st_size)
+                previous = line
+        except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
+            on_damage(path, f"unreadable after line {number}: {e}")
+        if previous is not None:
+            if not previous.endswith(b"\n"):
+                on_damage(path, f"line {number}: cut short (no end of line); skipped")
+            else:
+                message = _parse(previous, path, number, on_damage)
+                if message is not None:
+                    yield message
 
 
 def _parse(line: bytes, path: Path, number: int, on_damage: Damage) -> ArchivedMessage | None:

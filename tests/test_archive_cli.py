@@ -10,7 +10,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from twisted.internet.task import Clock
 
+import collector.cli
 from collector.archive import FileArchive
+from collector.archive_files import compress
 from collector.archive_line import TORN_MARKER
 from collector.cli import main
 from collector.framing import StreamDecoder
@@ -141,6 +143,28 @@ def test_torn_line_is_marked_on_reopen_and_skipped_by_readers(root, capsysbinary
     assert out.splitlines()[-1] == ENGINE
     assert b"cut sh" not in out
     assert "cut short by a crash" in err
+
+
+def test_cat_reads_through_files_compressed_or_removed_after_listing(root, capsysbinary, monkeypatch):
+    # Around midnight the collector compresses the day just closed, and
+    # retention removes the oldest, between the listing and the reading.
+    (root / "gw" / "2026-11-23.log").write_bytes(b"2026-11-23T10:00:00.000000Z 192.0.2.1:514 " + ENGINE + b"\n")
+    listing = collector.cli.files_between
+
+    def files_between(*args):
+        files = listing(*args)
+        assert [f.path.name for f in files] == ["2026-11-23.log", "2026-11-24.log.gz", "2026-11-25.log"]
+        (root / "gw" / "2026-11-23.log").unlink()
+        compress(root / "gw" / "2026-11-25.log")
+        return files
+
+    monkeypatch.setattr(collector.cli, "files_between", files_between)
+    status, out, err = run(capsysbinary, "archive", "cat", "gw", "--archive-dir", str(root), "--format", "octet")
+    assert StreamDecoder().feed(out) == [AUTH, ENGINE, ODD]
+    assert status == 1
+    assert err.splitlines() == [f"damaged archive {root / 'gw' / '2026-11-23.log'}: "
+                                "removed before it could be read; its lines are not shown"]
+    assert sorted(p.name for p in (root / "gw").iterdir()) == ["2026-11-24.log.gz", "2026-11-25.log.gz"]
 
 
 def test_progress_bar_on_a_terminal(root, tmp_path):
