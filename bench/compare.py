@@ -214,18 +214,23 @@ class Collector(System):
 
     def command(self) -> list[str]:
         config = self.workdir / "collector.toml"
+        # The defaults otherwise, the per-sender rate limit included: every
+        # connection comes from one address, as from a relay.
         settings = {"archive": {"flush_interval_seconds": "0.1"},
-                    "limits": {"max_messages_per_second_per_sender": "0"},
                     "workers": {"count": str(self.workers)}}
+        listen = f"127.0.0.1:{self.port}"
+        if self.transport == "tls-octet":
+            certificate, key = self_signed(self.workdir)
+            settings["tls"] = {"enabled": "true", "listen": f'"{listen}"',
+                               "certificate": f'"{certificate}"', "key": f'"{key}"'}
         for section, values in self.settings.items():
             settings.setdefault(section, {}).update(values)
         config.write_text("".join(f"[{section}]\n" + "".join(f"{key} = {value}\n" for key, value in values.items())
                                   for section, values in settings.items()))
-        listen = f"127.0.0.1:{self.port}"
         return [str(Path(sys.executable).with_name("twistd")), "-n", "--pidfile=",
                 f"--logfile={self.workdir / 'collector.log'}", "syslog-collector", "--config", str(config),
                 "--udp", listen if self.transport == "udp" else "",
-                "--tcp", "" if self.transport == "udp" else listen,
+                "--tcp", listen if self.transport.startswith("tcp") else "",
                 "--metrics", "127.0.0.1:0", "--archive-dir", str(self.out)]
 
     def environment(self) -> dict[str, str]:
@@ -258,7 +263,8 @@ class CollectorTwoWorkers(Collector):
         super().start()
         # Wait until both workers take their share: over UDP each binds the
         # port, over TCP the supervisor hands each one connections.
-        ready = r"listening udp on" if self.transport == "udp" else r"taking tcp connections"
+        ready = {"udp": r"listening udp on", "tls-octet": r"taking tls connections"}.get(
+            self.transport, r"taking tcp connections")
         deadline = time.monotonic() + 30
         while len(re.findall(ready, (self.workdir / "collector.log").read_text())) < 2:
             if time.monotonic() > deadline:
@@ -275,6 +281,13 @@ class Rsyslog(System):
         if self.transport == "udp":
             inputs = (f'module(load="imudp")\n'
                       f'input(type="imudp" address="127.0.0.1" port="{self.port}" ruleset="job")\n')
+        elif self.transport == "tls-octet":
+            certificate, key = self_signed(self.workdir)
+            inputs = (f'global(DefaultNetstreamDriver="gtls" DefaultNetstreamDriverCAFile="{certificate}" '
+                      f'DefaultNetstreamDriverCertFile="{certificate}" DefaultNetstreamDriverKeyFile="{key}")\n'
+                      'module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" '
+                      'StreamDriver.AuthMode="anon")\n'
+                      f'input(type="imtcp" address="127.0.0.1" port="{self.port}" ruleset="job")\n')
         else:
             inputs = (f'module(load="imptcp")\n'
                       f'input(type="imptcp" address="127.0.0.1" port="{self.port}" ruleset="job")\n')
@@ -308,6 +321,16 @@ class Rsyslog(System):
         return [rsyslogd, "-n", "-iNONE", "-f", str(config)]
 
 
+def self_signed(workdir: Path) -> tuple[Path, Path]:
+    """A certificate and key for a TLS receiver of the run, made with openssl."""
+    certificate, key = workdir / "cert.pem", workdir / "key.pem"
+    if not certificate.exists():
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", str(key),
+                        "-out", str(certificate)], check=True, capture_output=True)
+    return certificate, key
+
+
 def _rsyslog_string(text: str) -> str:
     # RainerScript strings escape backslashes, and "$" too.
     return text.replace("\\", "\\\\").replace("$", "\\$")
@@ -325,6 +348,8 @@ class SyslogNg(System):
         if self.transport == "udp":
             source = (f'network(ip("127.0.0.1") port({self.port}) transport("udp") flags(syslog-protocol) '
                       'so-rcvbuf(8388608))')
+        elif self.transport == "tls-octet":
+            raise RuntimeError("syslog-ng is compared over UDP and TCP only")
         elif self.transport == "tcp-lf":
             source = (f'network(ip("127.0.0.1") port({self.port}) transport("tcp") flags(syslog-protocol) '
                       f'max-connections(64) log-iw-size(640000))')

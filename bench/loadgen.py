@@ -15,6 +15,7 @@ import argparse
 import random
 import re
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import kerio_line  # noqa: E402
 
-TRANSPORTS = ("udp", "tcp-lf", "tcp-octet")
+TRANSPORTS = ("udp", "tcp-lf", "tcp-octet", "tls-octet")
 SEQUENCE = re.compile(rb" s(\d+) ")
 SENDER_THREADS = 4
 
@@ -38,7 +39,7 @@ def build(count: int, hosts: int, seed: int = 1) -> list[bytes]:
 
 def frame(messages: list[bytes], transport: str) -> list[bytes]:
     """The wire form of each message: a datagram, or bytes of a TCP stream."""
-    if transport == "tcp-octet":
+    if transport in ("tcp-octet", "tls-octet"):
         return [b"%d %s" % (len(m), m) for m in messages]
     if transport == "tcp-lf":
         return [m + b"\n" for m in messages]
@@ -79,7 +80,7 @@ def send(wire: list[bytes], transport: str, port: int, connections: int = 4,
         took = time.monotonic() - start
     finally:
         for sock in sockets:
-            sock.close()
+            _close(sock)
     if errors:
         raise errors[0]
     return took
@@ -90,7 +91,30 @@ def _connect(transport: str, host: str, port: int) -> socket.socket:
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
         sock.connect((host, port))
         return sock
-    return socket.create_connection((host, port), timeout=120)
+    sock = socket.create_connection((host, port), timeout=120)
+    if transport == "tls-octet":
+        # The receiver's certificate is the bench's own, made for the run.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context.wrap_socket(sock)
+    return sock
+
+
+def _close(sock: socket.socket) -> None:
+    """Close a connection without losing what was sent.
+
+    A TLS 1.3 receiver sends session tickets after the handshake; a sender
+    that closes with them unread makes its kernel reset the connection, and
+    the receiver's kernel then throws away what it had not yet read. The
+    TLS close (close_notify both ways) reads them first.
+    """
+    if isinstance(sock, ssl.SSLSocket):
+        try:
+            sock = sock.unwrap()
+        except (OSError, ValueError):
+            pass
+    sock.close()
 
 
 def _paced(share: list[tuple[socket.socket, list[bytes]]], rate: float | None, batch: int):

@@ -31,9 +31,9 @@ OTHER = "other"
 REFUSAL_REASONS = ("unregistered",)
 CONNECTION_REFUSAL_REASONS = (
     "unregistered", "too_many_connections", "too_many_from_sender", "tls_subject_mismatch",
-    "tls_handshake")
+    "tls_handshake", "descriptors", "handover_failed")
 CLOSE_REASONS = ("idle", "frame_timeout")
-DROP_REASONS = ("archive_retry_buffer_full", "rate_limited")
+DROP_REASONS = ("archive_retry_buffer_full", "archive_unwritable_at_stop", "rate_limited")
 # Bytes a connection held in the kernel when the collector closed it unread.
 DISCARD_REASONS = ("refused", "unread_at_close")
 

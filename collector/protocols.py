@@ -17,7 +17,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from prometheus_client import Counter
+from twisted.application.service import Service
+from twisted.logger import ILogObserver, LogEvent, Logger, globalLogPublisher
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -609,3 +611,33 @@ class SyslogStreamFactory(Factory):
         checker.start(DRAIN_QUIET_SECONDS / 2)
         d.addBoth(lambda result: (checker.stop(), result)[1])
         return d
+
+
+# What Twisted's listening ports log for each connection they accept only to
+# close it, having run out of file descriptors (tcp._accept).
+_EMFILE_CLOSED = "EMFILE recovery: Closed socket from {address}"
+
+
+@implementer(ILogObserver)
+class DescriptorShortage(Service):
+    """Counts the connections Twisted closed for want of a file descriptor.
+
+    On EMFILE a Twisted port frees a reserved descriptor, accepts every
+    waiting connection and closes it at once; it says so only in its log.
+    """
+
+    def __init__(self, refused: Counter, publisher: Any = globalLogPublisher) -> None:
+        self._refused = refused
+        self._publisher = publisher
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        self._publisher.addObserver(self)
+
+    def stopService(self) -> None:  # noqa: N802
+        super().stopService()
+        self._publisher.removeObserver(self)
+
+    def __call__(self, event: LogEvent) -> None:
+        if event.get("log_format") == _EMFILE_CLOSED:
+            self._refused.inc()

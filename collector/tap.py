@@ -42,7 +42,7 @@ from collector.metrics import (
     WorkersCollector,
 )
 from collector.pipeline import Pipeline
-from collector.protocols import ConnectionLimits, SyslogDatagramProtocol, SyslogStreamFactory
+from collector.protocols import ConnectionLimits, DescriptorShortage, SyslogDatagramProtocol, SyslogStreamFactory
 from collector.tls import server_options
 from collector.web import root_resource
 from collector.workers import (
@@ -358,6 +358,7 @@ def build(config: Config, reactor: Any, role: WorkerRole | None = None) -> Colle
     archive.setServiceParent(service)
     # Before the listeners: it stops after them, and publishes their last counts.
     MetricsPublisher(metrics, reactor).setServiceParent(service)
+    DescriptorShortage(metrics.refused_connections.labels(reason="descriptors")).setServiceParent(service)
     listen = config.listen
     if (metrics_at := listen.metrics) is not None:
         site = Site(root_resource(registry, reactor, metrics.publish))

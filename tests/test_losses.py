@@ -63,3 +63,29 @@ def test_udp_over_the_rate_is_dropped_and_counted_as_rate_limited_only(rate_limi
     assert process.sample("syslog_collector_dropped_messages_total", reason="rate_limited") == limited
     assert process.sample("syslog_collector_header_parse_errors_total") == len(messages) - limited
     assert wait_until(lambda: len(process.archived(host)) == len(messages) - limited)
+
+
+def test_connections_closed_for_want_of_descriptors_are_counted(tmp_path):
+    import resource
+
+    process = CollectorProcess(tmp_path, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)))
+    try:
+        clients = []
+        for index in range(90):
+            try:
+                clients.append(process.connect_tcp(source=f"127.0.4.{1 + index % 30}"))
+            except OSError:
+                break
+        # Each accepted and closed at once: the client sees its end.
+        assert wait_until(lambda: any(client.recv(1) == b"" for client in clients if _readable(client)))
+        for client in clients:
+            client.close()
+        process.wait_for("syslog_collector_refused_connections_total", 1, reason="descriptors")
+    finally:
+        process.kill()
+
+
+def _readable(sock: socket.socket) -> bool:
+    import select
+
+    return bool(select.select([sock], [], [], 0)[0])
