@@ -285,8 +285,7 @@ class SyslogStreamProtocol(Protocol):
     _accepted = False
     _firewall: Firewall | None = None
     _handshake_done = False
-    # Messages read while the sender was over its rate, waiting for its bucket.
-    _held: list[bytes] = []
+    # When the connection was last held back for its sender's rate.
     _held_since = 0.0
     _release: IDelayedCall | None = None
 
@@ -358,15 +357,12 @@ class SyslogStreamProtocol(Protocol):
         if self._release is not None:
             self._release.cancel()
             self._release = None
+            self._count_held(self.factory.clock.seconds())
         if self._accepted:
-            # What was read is received: held back for the rate or not, and
-            # a last message without its trailer, it is archived.
-            held, self._held = self._held, []
-            if held:
-                self._count_held(self.factory.clock.seconds())
+            # A last message without its trailer is still a message.
             decoder = self._decoder
             before = (decoder.truncated, decoder.skipped, decoder.misframed)
-            frames = held + decoder.finish()
+            frames = decoder.finish()
             if (decoder.truncated, decoder.skipped, decoder.misframed) != before:
                 self._count_framing(*before)
             if frames:
@@ -446,20 +442,19 @@ class SyslogStreamProtocol(Protocol):
             metrics.framing_errors.inc(decoder.misframed - misframed)
 
     def _deliver(self, frames: list[bytes]) -> None:
-        """Archive what the sender's rate allows; hold the rest and stop reading until it may go on."""
-        if self._held:
-            self._held += frames
-            return
+        """Archive what was read; a sender now over its rate is not read again until it is back within it.
+
+        What was read is never held back: the sender is charged for it, into
+        debt if need be, and waits that debt off. So a sender gets at most one
+        read past its burst, and nothing piles up in memory while it waits.
+        """
         limiter = self.factory.pipeline.rate_limiter
         if limiter.rate:
             now = self.factory.clock.seconds()
-            allowed = limiter.take(self.sender.ip, len(frames), now)
-            if allowed < len(frames):
-                self._held = frames[allowed:]
-                frames = frames[:allowed]
-                self._hold_back(now)
-        if frames:
-            self._archive(frames)
+            wait = limiter.charge(self.sender.ip, len(frames), now)
+            if wait > 0 and OVER_RATE not in self.paused_for:
+                self._hold_back(now, wait)
+        self._archive(frames)
 
     def _archive(self, frames: list[bytes]) -> None:
         factory = self.factory
@@ -467,25 +462,20 @@ class SyslogStreamProtocol(Protocol):
         if factory.archive.backlogged:
             factory.pause()
 
-    def _hold_back(self, now: float) -> None:
+    def _hold_back(self, now: float, wait: float) -> None:
         """Stop reading a sender over its rate: TCP makes it wait, nothing is dropped."""
         factory = self.factory
-        limiter = factory.pipeline.rate_limiter
         self._held_since = now
         self.pause(OVER_RATE)
-        wait = max(MIN_THROTTLE_SECONDS, limiter.wait(self.sender.ip, len(self._held), now))
-        self._release = factory.clock.callLater(wait, self._release_held)
+        self._release = factory.clock.callLater(max(MIN_THROTTLE_SECONDS, wait), self._release_held)
         factory.throttle_log.warn(
             "sender {sender} is over its rate limit ({rate} messages/s): its connections are "
-            "read only as fast as that", sender=self.sender.text.decode(), rate=limiter.rate)
+            "read only as fast as that", sender=self.sender.text.decode(), rate=factory.pipeline.rate_limiter.rate)
 
     def _release_held(self) -> None:
         self._release = None
         self._count_held(self.factory.clock.seconds())
-        held, self._held = self._held, []
-        self._deliver(held)
-        if not self._held:
-            self.resume(OVER_RATE)
+        self.resume(OVER_RATE)
 
     def _count_held(self, now: float) -> None:
         host = self.factory.pipeline.host_metrics_of(self.sender, self._firewall)

@@ -25,11 +25,11 @@ class TokenBucket:
         self._tokens -= granted
         return granted
 
-    def wait(self, wanted: int, now: float) -> float:
-        """Seconds until ``wanted`` tokens (at most a burst) are there to take."""
+    def charge(self, count: int, now: float) -> float:
+        """Take ``count`` tokens, into debt if need be; return the seconds until the debt is paid."""
         self._refill(now)
-        missing = min(wanted, self.burst) - self._tokens
-        return max(0.0, missing / self.rate)
+        self._tokens -= count
+        return max(0.0, -self._tokens / self.rate)
 
     def _refill(self, now: float) -> None:
         if now > self._updated:
@@ -54,11 +54,12 @@ class RateLimiter:
             return wanted
         return self._bucket(sender_ip, now).take(wanted, now)
 
-    def wait(self, sender_ip: str, wanted: int, now: float) -> float:
-        """Seconds until the sender may send ``wanted`` more (at most a burst's worth)."""
+    def charge(self, sender_ip: str, count: int, now: float) -> float:
+        """Charge the sender for ``count`` messages already read; return how
+        long it must then wait to be back within its rate (0: not at all)."""
         if not self.rate:
             return 0.0
-        return self._bucket(sender_ip, now).wait(wanted, now)
+        return self._bucket(sender_ip, now).charge(count, now)
 
     def _bucket(self, sender_ip: str, now: float) -> TokenBucket:
         bucket = self._buckets.get(sender_ip)
