@@ -3,17 +3,22 @@
 With several workers, the supervisor listens on the TCP and TLS ports
 itself and hands each connection it accepts to the worker with the fewest
 open, as a file descriptor over a UNIX socket pair, the worker's *channel*
-(``SCM_RIGHTS``). With each descriptor goes one byte, ``KIND_TCP`` or
-``KIND_TLS``, saying which listener took it. The worker adopts the
-connection (``adoptStreamConnection``) and, when it closes, writes
-``CLOSED`` and the sender's address back, a line each, so the supervisor
-knows how many each one holds, and from whom.
+(``SCM_RIGHTS``). With each descriptor goes a line: one byte, ``KIND_TCP`` or
+``KIND_TLS``, saying which listener took it, then the sender's address and
+port. The worker adopts the connection (``adoptStreamConnection``) and, when
+it closes, writes ``CLOSED`` and the sender's address back, a line each, so
+the supervisor knows how many each one holds, and from whom. A connection
+the worker cannot adopt is reported closed at once: its place is free again.
 
 The supervisor applies ``limits.max_connections`` and
 ``max_connections_per_sender`` to all the workers' connections together. A
 connection over a limit goes to a worker all the same, with a byte naming
 the limit instead of the listener: the worker counts and logs the refusal
-with its other metrics, and closes it.
+with its other metrics, and closes it. A connection no worker's channel
+takes (all full, or gone) is closed by the supervisor, which tells the next
+worker it reaches (``UNHANDED``): that worker counts it as refused,
+``handover_failed``. The supervisor's own metrics cannot count it: the
+workers' ``refused_connections_total`` is the one family of that name.
 
 A hash of the senders' addresses and ports (``SO_REUSEPORT``) would leave a
 few busy senders, or one relay's few connections, on one worker about half
@@ -22,6 +27,7 @@ of the time; this split is exact.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from collections import deque
@@ -47,6 +53,10 @@ from collector.protocols import ConnectionLimits
 KIND_TCP = b"t"
 KIND_TLS = b"s"
 CLOSED = b"-"
+# To a worker, without a descriptor: connections the supervisor closed for
+# want of a worker to take them, to count as refused.
+UNHANDED = b"!"
+HANDOVER_FAILED = "handover_failed"
 _KIND_NAMES = {KIND_TCP: "tcp", KIND_TLS: "tls"}
 # Sent instead of the kind: the connection is over this limit (ConnectionLimits.admit).
 _REFUSAL_KINDS = {"too_many_connections": b"0", "too_many_from_sender": b"1"}
@@ -57,6 +67,15 @@ CHANNEL_FD = 3
 _ACCEPTS_PER_READ = 64
 _BACKLOG = 1024
 _ACCEPT_RETRY_SECONDS = 1.0
+
+
+def _address(sender: Sender) -> bytes:
+    return f"{sender.ip} {sender.port}".encode("ascii")
+
+
+def _sender(address: bytes) -> Sender:
+    host, _, port = address.decode("ascii").rpartition(" ")
+    return Sender.from_address(host, int(port))
 
 
 class WorkerChannel(Protocol):
@@ -75,19 +94,34 @@ class WorkerChannel(Protocol):
         self._on_closed = on_closed
         self._partial = b""
 
-    def hand_over(self, connection: socket.socket, kind: bytes, sender_ip: str | None) -> bool:
-        """Send a connection to the worker; False if its channel is full or gone.
+    def send(self, line: bytes, connection: socket.socket | None = None) -> bool:
+        """Send one line to the worker, with ``connection``'s descriptor if
+        given; False if its channel is full or gone.
 
-        ``sender_ip`` is None for a connection handed over only to be refused.
+        Sent at once, not queued: a handed-over connection is closed here
+        right after. Linux queues a send this short on a UNIX stream socket
+        as one buffer, whole or not at all, so lines never mix.
         """
+        handle = self.transport.getHandle()
         try:
-            # Sent at once, not queued: the connection is closed here right after.
-            socket.send_fds(self.transport.getHandle(), [kind], [connection.fileno()])
+            if connection is None:
+                handle.send(line + b"\n")
+            else:
+                socket.send_fds(handle, [line + b"\n"], [connection.fileno()])
         except OSError:
             return False
-        if sender_ip is not None:
+        return True
+
+    def hand_over(self, connection: socket.socket, kind: bytes, sender: Sender, admitted: bool) -> bool:
+        """Send a connection to the worker; False if its channel is full or gone.
+
+        A connection not ``admitted`` is handed over only to be refused.
+        """
+        if not self.send(kind + _address(sender), connection):
+            return False
+        if admitted:
             self.open += 1
-            self.senders[sender_ip] = self.senders.get(sender_ip, 0) + 1
+            self.senders[sender.ip] = self.senders.get(sender.ip, 0) + 1
             self.handed += 1
             self._on_change()
         return True
@@ -95,6 +129,7 @@ class WorkerChannel(Protocol):
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
+        changed = False
         for line in lines:
             sender_ip = line.removeprefix(CLOSED).decode("ascii", "replace")
             count = self.senders.get(sender_ip, 0) - 1
@@ -106,7 +141,9 @@ class WorkerChannel(Protocol):
                 del self.senders[sender_ip]
             self.open -= 1
             self._on_closed(sender_ip)
-        self._on_change()
+            changed = True
+        if changed:
+            self._on_change()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         self._on_lost(self)
@@ -123,6 +160,10 @@ class Balancer:
         self.channels: dict[int, WorkerChannel] = {}
         self._on_change = on_change
         self._limits = limits
+        # Connections closed for want of a worker and not yet told to one,
+        # and the last of them, whose sender the worker's log names.
+        self.unhanded = 0
+        self._last_unhanded: Sender | None = None
 
     def open_channel(self, index: int) -> socket.socket:
         """A new channel for worker ``index``; returns the end the worker gets."""
@@ -132,22 +173,31 @@ class Balancer:
             self._reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, OneProtocolFactory(channel))
         self.channels[index] = channel
         self._changed()
+        self._tell_unhanded(channel)
         return theirs
 
-    def hand_over(self, connection: socket.socket, kind: bytes, sender_ip: str) -> bool:
+    def hand_over(self, connection: socket.socket, kind: bytes, sender: Sender) -> bool:
         """Give a connection to the worker with the fewest open, or to be
         refused when it is over a limit; False if no worker took it."""
-        refusal = self._limits.admit(sender_ip)
+        refusal = self._limits.admit(sender.ip)
         if refusal is not None:
             kind = _REFUSAL_KINDS[refusal]
-        admitted = sender_ip if refusal is None else None
         # Ties go to the worker handed fewer so far: short connections alternate too.
         for channel in sorted(self.channels.values(), key=lambda c: (c.open, c.handed)):
-            if channel.hand_over(connection, kind, admitted):
+            if channel.hand_over(connection, kind, sender, refusal is None):
+                self._tell_unhanded(channel)
                 return True
-        if admitted is not None:
-            self._limits.release(admitted)
+        if refusal is None:
+            self._limits.release(sender.ip)
+        self.unhanded += 1
+        self._last_unhanded = sender
         return False
+
+    def _tell_unhanded(self, channel: WorkerChannel) -> None:
+        if self.unhanded and self._last_unhanded is not None:
+            line = UNHANDED + b"%d " % self.unhanded + _address(self._last_unhanded)
+            if channel.send(line):
+                self.unhanded = 0
 
     def _lost(self, channel: WorkerChannel) -> None:
         # The worker's connections ended with it.
@@ -241,9 +291,10 @@ class BalancedPort:
                 self._resume = self._reactor.callLater(_ACCEPT_RETRY_SECONDS, self._reactor.addReader, self)
                 return
             with connection:
-                if not self._balancer.hand_over(connection, self._kind, normalize_ip(peer[0])):
-                    self._refusals.warn("no worker could take the connection from {peer}: closed it",
-                                        peer=peer[0])
+                sender = Sender.from_address(peer[0], peer[1])
+                if not self._balancer.hand_over(connection, self._kind, sender):
+                    self._refusals.warn("no worker could take the connection from {peer}: closed it ({reason})",
+                                        peer=sender.text.decode(), reason=HANDOVER_FAILED)
 
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802
         self.stopListening()
@@ -257,7 +308,8 @@ class ConnectionReceiver(Protocol):
     """A worker's end of its channel: adopts each connection handed over.
 
     ``factories`` maps a kind byte to the factory its connections go to;
-    ``refuse`` counts and logs a connection over a limit, which is then closed.
+    ``refuse`` counts and logs a refused connection, which is then closed:
+    one over a limit, or one that could not be handed over.
     """
 
     log = Logger()
@@ -268,29 +320,60 @@ class ConnectionReceiver(Protocol):
         self._factories = {kind: _ReportClosed(factory, self) for kind, factory in factories.items()}
         self._refuse = refuse
         self._descriptors: deque[int] = deque()
+        self._partial = b""
+        self._failures = RateLimitedLog(self.log, reactor)
 
     def fileDescriptorReceived(self, descriptor: int) -> None:  # noqa: N802
         self._descriptors.append(descriptor)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        # One kind byte came with each descriptor, in order.
-        for code in data:
-            kind = bytes((code,))
-            with socket.socket(fileno=self._descriptors.popleft()) as connection:
-                refusal = _REFUSALS.get(kind)
-                if refusal is not None:
-                    try:
-                        host, port = connection.getpeername()[:2]
-                    except OSError:
-                        continue  # the sender is gone already
-                    self._refuse(Sender.from_address(host, port), refusal)
-                    continue
-                factory = self._factories.get(kind)
-                if factory is None:
-                    self.log.error("the supervisor sent a connection of unknown kind {kind!r}", kind=kind)
-                    continue
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            kind = line[:1]
+            if kind == UNHANDED:
+                count, _, address = line[1:].partition(b" ")
+                for _ in range(int(count)):
+                    self._refuse(_sender(address), HANDOVER_FAILED)
+            else:
+                self._take(kind, _sender(line[1:]))
+
+    def _take(self, kind: bytes, sender: Sender) -> None:
+        # A read of the channel stops after a line that came with a
+        # descriptor: the line's descriptor, if any, is the one here.
+        descriptor = self._descriptors.popleft() if self._descriptors else None
+        refusal = _REFUSALS.get(kind)
+        if refusal is not None:
+            if descriptor is not None:
+                os.close(descriptor)
+            self._refuse(sender, refusal)
+            return
+        if descriptor is None:
+            # The kernel drops a descriptor that would pass this process's
+            # limit on open files (RLIMIT_NOFILE), and the line comes alone.
+            self._failed(sender, "it came without its descriptor (out of file descriptors?)")
+            return
+        with socket.socket(fileno=descriptor) as connection:
+            factory = self._factories.get(kind)
+            if factory is None:
+                self._failed(sender, f"the supervisor sent it as of unknown kind {kind!r}")
+                return
+            try:
                 # Adopting duplicates the descriptor; this one is closed on leaving.
                 self._reactor.adoptStreamConnection(connection.fileno(), connection.family, factory)
+            except OSError as e:
+                if e.errno == errno.ENOTCONN:
+                    self.closed(sender.ip)  # the sender is gone already: nothing was refused
+                else:
+                    self._failed(sender, str(e))
+
+    def _failed(self, sender: Sender, error: str) -> None:
+        """An admitted connection this worker could not take: refused, and
+        its place in the supervisor's limits free again."""
+        self._failures.warn("could not take the connection from {sender}: {error}",
+                            sender=sender.text.decode(), error=error)
+        self._refuse(sender, HANDOVER_FAILED)
+        self.closed(sender.ip)
 
     def closed(self, sender_ip: str) -> None:
         if self.transport is not None and self.connected:

@@ -5,6 +5,7 @@ import os
 import resource
 import select
 import socket
+import struct
 
 import pytest
 import pytest_twisted
@@ -15,6 +16,7 @@ from twisted.internet.task import deferLater
 
 from collector.balancing import KIND_TCP, KIND_TLS, BalancedPort, Balancer, ConnectionReceiver, OneProtocolFactory
 from collector.config import ListenAddress
+from collector.pipeline import Sender
 from collector.protocols import ConnectionLimits
 from helpers import until
 
@@ -262,3 +264,89 @@ def test_a_worker_that_is_gone_frees_its_connections_places(supervisor):
     yield until(lambda: list(s.balancer.channels) == [0])
     _, name = yield s.ask()
     assert name == s.workers[0].name and refusals(s) == []
+
+
+def lowest_free_descriptor():
+    lowest = os.dup(0)
+    os.close(lowest)
+    return lowest
+
+
+def reset(sock):
+    """Close ``sock`` with a reset, as a sender that gives up at once."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_sender_gone_before_its_worker_takes_the_connection_frees_its_place(supervisor, log_events):
+    s = supervisor.start(workers=1, limits=ConnectionLimits(1, 1))
+    # Reset before the reactor runs: the worker finds the connection gone.
+    reset(s.connect())
+    yield until(lambda: {0: 1} in s.counts and s.counts[-1] == {0: 0})
+    # Nothing was refused, and the worker still takes connections: the one place is free.
+    assert refusals(s) == []
+    _, name = yield s.ask()
+    assert name == s.workers[0].name
+    assert not [event for event in log_events("") if "log_failure" in event]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_connection_no_worker_takes_is_counted_by_the_next_worker(supervisor, log_events):
+    s = supervisor.start(workers=1, limits=ConnectionLimits(1, 1))
+    s.workers[0].stop()
+    yield until(lambda: not s.balancer.channels)
+    refused = s.connect()
+    yield until(lambda: log_events("no worker could take"))
+    assert refused.recv(10) == b""  # closed by the supervisor
+    # The worker started in its place counts it as refused, the sender's place is free again.
+    s.workers.append(Worker(1, s.balancer.open_channel(1), (KIND_TCP,)))
+    yield until(lambda: refusals(s) == [("127.0.0.1", "handover_failed")])
+    _, name = yield s.ask()
+    assert name == s.workers[1].name
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_channel_closed_under_the_supervisor_frees_the_place_and_counts_once(supervisor):
+    s = supervisor.start(workers=0, limits=ConnectionLimits(1, 1))
+    # A worker that is gone, before the supervisor's reactor has seen its channel close.
+    s.balancer.open_channel(1).close()
+    a, b = socket.socketpair()
+    with a, b:
+        assert not s.balancer.hand_over(a, KIND_TCP, Sender.from_address("192.0.2.1", 514))
+        assert not s.balancer.hand_over(a, KIND_TCP, Sender.from_address("192.0.2.2", 514))
+    assert s.balancer.unhanded == 2
+    yield until(lambda: not s.balancer.channels)
+    s.workers.append(Worker(2, s.balancer.open_channel(2), (KIND_TCP,)))
+    yield until(lambda: len(refusals(s)) == 2)
+    # Counted once each; the log names the last sender.
+    assert refusals(s) == [("192.0.2.2", "handover_failed")] * 2
+    assert s.balancer.unhanded == 0
+    _, name = yield s.ask()
+    assert name == s.workers[-1].name
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_worker_out_of_descriptors_refuses_the_connection_and_frees_its_place(supervisor, log_events):
+    s = supervisor.start(workers=1, limits=ConnectionLimits(1, 1))
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        supervisor.clients.append(client)
+        connection, peer = server.accept()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        with connection:
+            # Sending takes no new descriptor, but receiving it does: the
+            # kernel drops it, for real, and the worker gets the line alone.
+            resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free_descriptor(), hard))
+            assert s.balancer.hand_over(connection, KIND_TCP, Sender.from_address(*peer))
+        assert s.counts[-1] == {0: 1}
+        yield until(lambda: refusals(s) == [("127.0.0.1", "handover_failed")])
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert [event["error"] for event in log_events("could not take the connection")] == [
+        "it came without its descriptor (out of file descriptors?)"]
+    yield until(lambda: s.counts[-1] == {0: 0})
+    _, name = yield s.ask()
+    assert name == s.workers[0].name
+
