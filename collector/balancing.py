@@ -9,6 +9,8 @@ port. The worker adopts the connection (``adoptStreamConnection``) and, when
 it closes, writes ``CLOSED`` and the sender's address back, a line each, so
 the supervisor knows how many each one holds, and from whom. A connection
 the worker cannot adopt is reported closed at once: its place is free again.
+Worker 0 also writes back the UDP address it bound (``UDP_BOUND``), from
+which the supervisor starts the other workers on the same port.
 
 The supervisor applies ``limits.max_connections`` and
 ``max_connections_per_sender`` to all the workers' connections together. A
@@ -53,6 +55,8 @@ from collector.protocols import ConnectionLimits
 KIND_TCP = b"t"
 KIND_TLS = b"s"
 CLOSED = b"-"
+# From worker 0: the UDP address it bound.
+UDP_BOUND = b"u"
 # To a worker, without a descriptor: connections the supervisor closed for
 # want of a worker to take them, to count as refused.
 UNHANDED = b"!"
@@ -82,7 +86,7 @@ class WorkerChannel(Protocol):
     """The supervisor's end of one worker's channel."""
 
     def __init__(self, index: int, on_change: Callable[[], None], on_lost: Callable[[WorkerChannel], None],
-                 on_closed: Callable[[str], None]) -> None:
+                 on_closed: Callable[[str], None], on_udp_bound: Callable[[str], None] | None = None) -> None:
         self.index = index
         # Connections handed to the worker and not yet reported closed, in
         # all (the sum of ``senders``, kept for the choice at every hand-over) and by sender.
@@ -92,6 +96,7 @@ class WorkerChannel(Protocol):
         self._on_change = on_change
         self._on_lost = on_lost
         self._on_closed = on_closed
+        self._on_udp_bound = on_udp_bound
         self._partial = b""
 
     def send(self, line: bytes, connection: socket.socket | None = None) -> bool:
@@ -131,6 +136,10 @@ class WorkerChannel(Protocol):
         self._partial = lines.pop()
         changed = False
         for line in lines:
+            if line.startswith(UDP_BOUND):
+                if self._on_udp_bound is not None:
+                    self._on_udp_bound(line[len(UDP_BOUND):].decode("ascii"))
+                continue
             sender_ip = line.removeprefix(CLOSED).decode("ascii", "replace")
             count = self.senders.get(sender_ip, 0) - 1
             if count < 0:
@@ -165,10 +174,13 @@ class Balancer:
         self.unhanded = 0
         self._last_unhanded: Sender | None = None
 
-    def open_channel(self, index: int) -> socket.socket:
-        """A new channel for worker ``index``; returns the end the worker gets."""
+    def open_channel(self, index: int, on_udp_bound: Callable[[str], None] | None = None) -> socket.socket:
+        """A new channel for worker ``index``; returns the end the worker gets.
+
+        ``on_udp_bound`` is given the UDP address the worker reports it bound.
+        """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        channel = WorkerChannel(index, self._changed, self._lost, self._limits.release)
+        channel = WorkerChannel(index, self._changed, self._lost, self._limits.release, on_udp_bound)
         with ours:
             self._reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, OneProtocolFactory(channel))
         self.channels[index] = channel
@@ -211,6 +223,16 @@ class Balancer:
 
     def _changed(self) -> None:
         self._on_change({index: channel.open for index, channel in self.channels.items()})
+
+
+def report_udp_bound(channel: int, address: str) -> None:
+    """Tell the supervisor, on a worker's channel, the UDP address it bound.
+
+    Written before the worker reads the channel (``HandedOverConnections``
+    takes it over at start, after the ports are bound), and whether it ever
+    does: a worker without TCP or TLS has the channel all the same.
+    """
+    os.write(channel, UDP_BOUND + address.encode("ascii") + b"\n")
 
 
 class OneProtocolFactory(Factory):

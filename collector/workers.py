@@ -6,8 +6,9 @@ from the workers by ``prometheus_client``'s multiprocess mode) and runs one
 ports itself and hands each connection to the worker with the fewest open
 (collector/balancing.py). The workers bind the UDP port with
 ``SO_REUSEPORT``, and the kernel gives each datagram to one of them at random
-(``spread_at_random``): worker 0 binds first, and the others get the port it
-actually bound (port 0 picks one). Only worker 0 compresses and prunes the archives.
+(``spread_at_random``): worker 0 binds first and reports the address it
+actually bound (port 0 picks one) over its channel, and the others are
+started on it. Only worker 0 compresses and prunes the archives.
 
 Two workers may write the same host's file: each flush is one ``write`` of
 whole lines to a file opened with ``O_APPEND``, which Linux appends
@@ -20,7 +21,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -40,13 +40,12 @@ from twisted.internet.protocol import DatagramProtocol, ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from collector.balancing import CHANNEL_FD, Balancer
+from collector.balancing import CHANNEL_FD, Balancer, report_udp_bound
 from collector.config import Config, ListenAddress
 from collector.metrics import UdpPortDropsCollector
 
 WORKER_ENV = "SYSLOG_COLLECTOR_WORKER"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-_UDP_BOUND = re.compile(r"listening udp on (\S+) port (\d+)")
 _log = Logger()
 # A worker that does not stop within this time after SIGTERM is killed.
 STOP_TIMEOUT = 120.0
@@ -72,7 +71,11 @@ def worker_role() -> WorkerRole | None:
 
 def listen_shared_udp(reactor: Any, address: ListenAddress, protocol: DatagramProtocol, workers: int) -> Any:
     """A UDP port bound with SO_REUSEPORT, for the workers to share, each
-    datagram going to one of them at random."""
+    datagram going to one of them at random.
+
+    Worker 0 reports the address it bound to the supervisor, which then
+    starts the other workers on it.
+    """
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
@@ -88,9 +91,19 @@ def listen_shared_udp(reactor: Any, address: ListenAddress, protocol: DatagramPr
                   error=e)
     sock.setblocking(False)  # the port's duplicate shares this flag
     try:
-        return reactor.adoptDatagramPort(sock.fileno(), sock.family, protocol, maxPacketSize=65536)
+        port = reactor.adoptDatagramPort(sock.fileno(), sock.family, protocol, maxPacketSize=65536)
     finally:
         sock.close()
+    role = worker_role()
+    if role is not None and role.index == 0:
+        bound = port.getHost()
+        try:
+            report_udp_bound(role.channel, str(ListenAddress("" if bound.host == "0.0.0.0" else bound.host,
+                                                              bound.port)))
+        except OSError as e:
+            # The supervisor is gone: this worker stops too (SupervisorLink).
+            _log.error("cannot tell the supervisor the UDP address bound: {error}", error=e)
+    return port
 
 
 # Linux's SO_ATTACH_REUSEPORT_CBPF, and the classic BPF words of a program
@@ -120,22 +133,16 @@ class WorkerProcess(ProcessProtocol):
 
     log = Logger()
 
-    def __init__(self, index: int, on_udp_bound: Callable[[str], None]) -> None:
+    def __init__(self, index: int) -> None:
         self.index = index
         self.ended: Deferred[None] = Deferred()
-        self._on_udp_bound = on_udp_bound
         self._partial = b""
 
     def outReceived(self, data: bytes) -> None:  # noqa: N802
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
         for raw in lines:
-            line = raw.decode("utf-8", "replace")
-            self.log.info("worker {index}: {line}", index=self.index, line=line)
-            match = _UDP_BOUND.search(line)
-            if match is not None:
-                host, port = match.groups()
-                self._on_udp_bound(str(ListenAddress(host if host != "0.0.0.0" else "", int(port))))
+            self.log.info("worker {index}: {line}", index=self.index, line=raw.decode("utf-8", "replace"))
 
     errReceived = outReceived
 
@@ -242,7 +249,7 @@ class WorkerSupervisor(MultiService):
             self._spawn(index)
 
     def _udp_bound(self, address: str) -> None:
-        """Worker 0 bound the UDP port: start the others on the same port."""
+        """Worker 0 reported, over its channel, the UDP address it bound: start the others on it."""
         if self._udp is None:
             self._udp = address
             self._udp_drops.watch(address, int(address.rpartition(":")[2]))
@@ -262,7 +269,7 @@ class WorkerSupervisor(MultiService):
 
     def _spawn(self, index: int) -> None:
         self._restarts.pop(index, None)
-        protocol = WorkerProcess(index, self._udp_bound if index == 0 else lambda address: None)
+        protocol = WorkerProcess(index)
         env = dict(os.environ, **{MULTIPROC_ENV: self.metrics_dir,
                                   WORKER_ENV: json.dumps({"index": index, "channel": CHANNEL_FD})})
         argv = [sys.executable, sys.argv[0], "--nodaemon", "--pidfile=", "--logfile=-", "syslog-collector",
@@ -272,7 +279,7 @@ class WorkerSupervisor(MultiService):
         # instead of killing it. The signal mask survives fork and exec.
         unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         try:
-            with self._balancer.open_channel(index) as channel:
+            with self._balancer.open_channel(index, self._udp_bound if index == 0 else None) as channel:
                 process = self._reactor.spawnProcess(
                     protocol, sys.executable, argv, env=env,
                     childFDs={0: "w", 1: "r", 2: "r", CHANNEL_FD: channel.fileno()})

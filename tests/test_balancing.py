@@ -14,7 +14,15 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 
-from collector.balancing import KIND_TCP, KIND_TLS, BalancedPort, Balancer, ConnectionReceiver, OneProtocolFactory
+from collector.balancing import (
+    KIND_TCP,
+    KIND_TLS,
+    BalancedPort,
+    Balancer,
+    ConnectionReceiver,
+    OneProtocolFactory,
+    report_udp_bound,
+)
 from collector.config import ListenAddress
 from collector.pipeline import Sender
 from collector.protocols import ConnectionLimits
@@ -350,3 +358,13 @@ def test_a_worker_out_of_descriptors_refuses_the_connection_and_frees_its_place(
     _, name = yield s.ask()
     assert name == s.workers[0].name
 
+
+@pytest_twisted.inlineCallbacks
+def test_the_udp_address_a_worker_reports_reaches_the_supervisor():
+    balancer = Balancer(reactor, lambda counts: None, ConnectionLimits(100, 100))
+    reported = []
+    with balancer.open_channel(0, reported.append) as channel:
+        report_udp_bound(channel.fileno(), "[::1]:5514")
+        yield until(lambda: reported)
+    assert reported == ["[::1]:5514"]
+    yield until(lambda: not balancer.channels)

@@ -1,5 +1,6 @@
 """Several worker processes sharing the listening ports (workers.count > 1)."""
 
+import json
 import os
 import re
 import signal
@@ -12,9 +13,13 @@ from prometheus_client import ProcessCollector
 from twisted.internet import reactor
 from twisted.internet.protocol import DatagramProtocol
 
+from collector.balancing import Balancer
 from collector.config import ListenAddress
-from collector.workers import listen_shared_udp, spread_at_random
+from collector.metrics import kernel_udp_sockets
+from collector.protocols import ConnectionLimits
+from collector.workers import WORKER_ENV, listen_shared_udp, spread_at_random
 from collector_process import TWISTD, CollectorProcess, collector_environment, open_files, wait_until
+from helpers import until
 
 
 def children(pid):
@@ -125,6 +130,52 @@ def test_workers_stop_by_themselves_when_the_supervisor_is_killed(tmp_path):
         for pid in workers:
             if not gone(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def udp_ports(pid):
+    """The local ports of the UDP sockets process ``pid`` holds."""
+    inodes = {held[len("socket:["):-1] for held in open_files(pid) if held.startswith("socket:[")}
+    return {row.local_port for row in kernel_udp_sockets() if str(row.inode) in inodes}
+
+
+def command_line(pid):
+    with open(f"/proc/{pid}/cmdline", "rb") as file:
+        return file.read().decode().split("\0")
+
+
+def test_the_other_workers_start_on_the_udp_port_worker_0_bound(tmp_path):
+    process = two_workers(tmp_path)
+    try:
+        pids = worker_pids(process)
+        # Asked for port 0: worker 0 got one, and worker 1 was given it.
+        (port,) = udp_ports(pids[0])
+        assert port != 0 and udp_ports(pids[1]) == {port}
+        assert process.ports["udp"] == port
+        arguments = command_line(pids[1])
+        assert arguments[arguments.index("--udp") + 1] == f"127.0.0.1:{port}"
+        assert "--udp" not in arguments[arguments.index("--udp") + 1:]
+    finally:
+        process.kill()
+
+
+@pytest_twisted.inlineCallbacks
+def test_worker_0_reports_the_udp_address_it_bound_over_its_channel(monkeypatch):
+    balancer = Balancer(reactor, lambda counts: None, ConnectionLimits(100, 100))
+    reported = []
+    ports = []
+    try:
+        for index in (1, 0):
+            channel = balancer.open_channel(index, reported.append)
+            with channel:
+                monkeypatch.setenv(WORKER_ENV, json.dumps({"index": index, "channel": channel.fileno()}))
+                ports.append(listen_shared_udp(reactor, ListenAddress("127.0.0.1", 0), DatagramProtocol(), 2))
+        yield until(lambda: reported)
+        # Only worker 0 tells: the others are started on its port.
+        assert reported == [f"127.0.0.1:{ports[1].getHost().port}"]
+    finally:
+        for port in ports:
+            yield port.stopListening()
+    yield until(lambda: not balancer.channels)
 
 
 def start_time(pid):
