@@ -39,7 +39,7 @@ _SHAPE_LIMIT = 16384
 # they are forgotten and resolved again.
 _TAG_LIMIT = 65536
 
-_log = Logger()
+_log = Logger(namespace=__name__)
 
 
 def _size(messages: list[bytes]) -> int:

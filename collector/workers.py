@@ -46,7 +46,7 @@ from collector.metrics import UdpPortDropsCollector
 
 WORKER_ENV = "SYSLOG_COLLECTOR_WORKER"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-_log = Logger()
+_log = Logger(namespace=__name__)
 # A worker that does not stop within this time after SIGTERM is killed.
 STOP_TIMEOUT = 120.0
 # A worker that dies is started again after this long.

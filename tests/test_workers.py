@@ -1,19 +1,26 @@
 """Several worker processes sharing the listening ports (workers.count > 1)."""
 
+import ast
+import importlib
 import json
 import os
+import pkgutil
 import re
 import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest_twisted
 from prometheus_client import ProcessCollector
 from twisted.internet import reactor
 from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
 
+import collector
 from collector.balancing import Balancer
+from collector.compiled import MESSAGE_PATH
 from collector.config import ListenAddress
 from collector.metrics import kernel_udp_sockets
 from collector.protocols import ConnectionLimits
@@ -176,6 +183,30 @@ def test_worker_0_reports_the_udp_address_it_bound_over_its_channel(monkeypatch)
         for port in ports:
             yield port.stopListening()
     yield until(lambda: not balancer.channels)
+
+
+def test_module_loggers_are_named_after_their_modules():
+    # Logger() takes its namespace from the calling frame, which a compiled
+    # (mypyc) module has none of: its lines would say importlib._bootstrap.
+    named = {}
+    for info in pkgutil.iter_modules(collector.__path__):
+        module = importlib.import_module(f"collector.{info.name}")
+        for value in vars(module).values():
+            if isinstance(value, Logger):
+                named[module.__name__] = value.namespace
+    assert {"collector.pipeline", "collector.workers"} <= named.keys()
+    assert all(namespace == module for module, namespace in named.items()), named
+    # Run from source, a module infers its name all the same: the compiled
+    # modules must name it in their code.
+    for module in MESSAGE_PATH:
+        source = Path(module.__file__).with_name(module.__name__.rpartition(".")[2] + ".py")
+        if not source.exists():
+            continue  # installed compiled, without its source: checked above
+        for statement in ast.parse(source.read_text()).body:
+            call = getattr(statement, "value", None)
+            if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Logger":
+                assert call.args or any(k.arg == "namespace" for k in call.keywords), (
+                    f"{source}:{statement.lineno}: Logger() without a namespace")
 
 
 def start_time(pid):
