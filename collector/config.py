@@ -190,6 +190,8 @@ class LimitSettings:
         30.0, _positive_seconds, "a message begun must be complete within this time (slowloris)")
     max_messages_per_second_per_sender: int = _setting(
         200000, _non_negative_int, "token bucket per sender address, burst of one second (0: none)")
+    max_http_connections: int = _setting(
+        64, _positive_int, "open HTTP connections to listen.metrics; more are closed at once")
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,6 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
-from twisted.web.server import Site
 
 from collector import config as configuration
 from collector.archive import FileArchive
@@ -44,7 +43,7 @@ from collector.metrics import (
 from collector.pipeline import Pipeline
 from collector.protocols import ConnectionLimits, DescriptorShortage, SyslogDatagramProtocol, SyslogStreamFactory
 from collector.tls import server_options
-from collector.web import root_resource
+from collector.web import metrics_site
 from collector.workers import (
     SupervisorLink,
     WorkerRole,
@@ -271,8 +270,16 @@ _log = Logger()
 
 def allow_descriptors(config: Config) -> None:
     """Raise the soft limit on open files to what the configured limits need,
-    as far as the hard limit allows; warn when it does not allow enough."""
-    needed = config.limits.max_connections + config.archive.max_open_files + SPARE_DESCRIPTORS
+    as far as the hard limit allows; warn when it does not allow enough.
+
+    Each kind of descriptor has a budget of its own, bounded by its limit:
+    syslog connections, HTTP connections (a connection past either limit is
+    closed as soon as it is accepted), archive files, and the spare. So no
+    number of connections of either kind leaves an archive file unopenable.
+    """
+    limits = config.limits
+    needed = (limits.max_connections + limits.max_http_connections + config.archive.max_open_files
+              + SPARE_DESCRIPTORS)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return
@@ -281,8 +288,9 @@ def allow_descriptors(config: Config) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (allowed, hard))
     if allowed < needed:
         _log.warn(
-            "the hard limit on open files is {hard}, but limits.max_connections and "
-            "archive.max_open_files need {needed}: raise it (LimitNOFILE= in the systemd unit, "
+            "the hard limit on open files is {hard}, but limits.max_connections, "
+            "limits.max_http_connections and archive.max_open_files need {needed}: "
+            "raise it (LimitNOFILE= in the systemd unit, "
             "ulimit -Hn) or lower them", hard=hard, needed=needed)
 
 
@@ -304,8 +312,7 @@ def supervise(config: Config, plugin_args: list[str], reactor: Any) -> MultiServ
     WorkersCollector(registry, metrics_dir)
     service = MultiService()
     if (metrics_at := config.listen.metrics) is not None:
-        site = Site(root_resource(registry, reactor, in_thread=True))
-        site.noisy = False
+        site = metrics_site(registry, reactor, config.limits.max_http_connections, in_thread=True)
         Listener("metrics", "listen.metrics", lambda: reactor.listenTCP(
             metrics_at.port, site, interface=metrics_at.host)).setServiceParent(service)
     supervisor_metrics = SupervisorMetrics(registry, config.workers.count)
@@ -361,8 +368,7 @@ def build(config: Config, reactor: Any, role: WorkerRole | None = None) -> Colle
     DescriptorShortage(metrics.refused_connections.labels(reason="descriptors")).setServiceParent(service)
     listen = config.listen
     if (metrics_at := listen.metrics) is not None:
-        site = Site(root_resource(registry, reactor, metrics.publish))
-        site.noisy = False
+        site = metrics_site(registry, reactor, config.limits.max_http_connections, metrics.publish)
         Listener("metrics", "listen.metrics", lambda: reactor.listenTCP(
             metrics_at.port, site, interface=metrics_at.host)).setServiceParent(service)
     if (udp_at := listen.udp) is not None:

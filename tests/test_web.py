@@ -10,13 +10,27 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
 from twisted.python import threadable
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
-from twisted.web.server import Site
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
 
-from collector.web import root_resource
+from collector.web import (
+    CACHE_SECONDS,
+    HEAD_TIMEOUT_SECONDS,
+    MAX_HEAD_BYTES,
+    MAX_HEADERS,
+    HttpMetrics,
+    MetricsSite,
+    metrics_site,
+    root_resource,
+)
 
 
 @pytest.fixture
@@ -172,3 +186,355 @@ async def test_a_failed_rendering_is_a_500(serve, in_thread):
     registry.register(Broken())
     response, _ = await get(serve(root_resource(registry, reactor, in_thread=in_thread)) + "/metrics")
     assert response.code == 500
+
+
+# The limits and the shared rendering, driven by hand on a fake clock: each
+# connection is a StringTransport, and the clock runs the rendering's turns.
+
+
+class CountsCollections(Collector):
+    """A family that counts how often the registry is collected, that is rendered."""
+
+    def __init__(self):
+        self.collections = 0
+
+    def collect(self):
+        self.collections += 1
+        yield GaugeMetricFamily("syslog_collector_collections", "Renderings so far", value=self.collections)
+
+
+class FakeNet:
+    """A ``MetricsSite`` on a ``task.Clock``, and its connections."""
+
+    def __init__(self, max_connections=64, collector=None, in_thread=False):
+        self.clock = Clock()
+        self.registry = CollectorRegistry()
+        self.counted = CountsCollections()
+        self.registry.register(collector or self.counted)
+        self.site = metrics_site(self.registry, self.clock, max_connections, in_thread=in_thread)
+        self.site.startFactory()
+        self.port = 40000
+
+    def connect(self):
+        """A new connection: its channel and transport, or None when refused."""
+        self.port += 1
+        address = IPv4Address("TCP", "192.0.2.7", self.port)
+        channel = self.site.buildProtocol(address)
+        if channel is None:
+            return None
+        transport = StringTransport(peerAddress=address)
+        channel.makeConnection(transport)
+        return channel, transport
+
+    def run(self, seconds=0.0):
+        """Advance the clock, then let the rendering's turns (callLater(0)) run."""
+        self.clock.advance(seconds)
+        for _ in range(50):
+            self.clock.advance(0)
+
+    def value(self, name, **labels):
+        return self.registry.get_sample_value(name, labels)
+
+    def stop(self):
+        self.site.stopFactory()
+
+
+def close(channel):
+    channel.connectionLost(Failure(ConnectionDone()))
+
+
+def scrape_request(accept=None, method=b"GET"):
+    head = method + b" /metrics HTTP/1.1\r\nHost: collector\r\n"
+    if accept:
+        head += b"Accept: " + accept + b"\r\n"
+    return head + b"\r\n"
+
+
+def status(transport):
+    return transport.value().split(b"\r\n", 1)[0]
+
+
+def body(transport):
+    """The body of the response in ``transport`` (chunked or not)."""
+    head, _, rest = transport.value().partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" not in head.lower():
+        return rest
+    chunks = []
+    while rest:
+        size, _, rest = rest.partition(b"\r\n")
+        length = int(size, 16)
+        chunks.append(rest[:length])
+        rest = rest[length + 2:]
+    return b"".join(chunks)
+
+
+@pytest.fixture
+def net():
+    nets = []
+
+    def make(**kwargs):
+        nets.append(FakeNet(**kwargs))
+        return nets[-1]
+
+    yield make
+    for made in nets:
+        made.stop()
+
+
+def test_scrapes_within_a_second_share_one_rendering(net):
+    fake = net()
+    scrapes = [fake.connect() for _ in range(3)]
+    # All three ask before the first rendering has run a turn: they wait for it.
+    for channel, _ in scrapes:
+        channel.dataReceived(scrape_request())
+    fake.run()
+    assert fake.counted.collections == 1
+    bodies = {body(transport) for _, transport in scrapes}
+    assert len(bodies) == 1 and b"syslog_collector_collections 1.0" in bodies.pop()
+    # Within the second after the rendering, its body is served again.
+    fake.run(CACHE_SECONDS - 0.1)
+    channel, transport = fake.connect()
+    channel.dataReceived(scrape_request())
+    fake.run()
+    assert fake.counted.collections == 1
+    assert b"syslog_collector_collections 1.0" in body(transport)
+    # A second after it, a scrape renders anew.
+    fake.run(0.1)
+    channel, transport = fake.connect()
+    channel.dataReceived(scrape_request())
+    fake.run()
+    assert fake.counted.collections == 2
+    assert b"syslog_collector_collections 2.0" in body(transport)
+    assert fake.value("syslog_collector_metrics_renders_total") == 2
+    assert fake.value("syslog_collector_metrics_shared_scrapes_total") == 3
+
+
+def test_each_format_is_rendered_and_kept_on_its_own(net):
+    fake = net()
+    (text, text_out), (open_metrics, open_out) = fake.connect(), fake.connect()
+    text.dataReceived(scrape_request())
+    open_metrics.dataReceived(scrape_request(b"application/openmetrics-text; version=1.0.0"))
+    fake.run()
+    assert fake.counted.collections == 2
+    assert b"# EOF" not in body(text_out) and body(open_out).endswith(b"# EOF\n")
+    assert b"content-type: application/openmetrics-text" in open_out.value().lower()
+
+
+def test_a_failed_rendering_is_not_kept(net):
+    class FailsOnce(Collector):
+        failed = False
+
+        def collect(self):
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("broken once")
+            yield GaugeMetricFamily("syslog_collector_demo", "A demo gauge", value=1)
+
+    fake = net(collector=FailsOnce())
+    first, second = fake.connect(), fake.connect()
+    first[0].dataReceived(scrape_request())
+    second[0].dataReceived(scrape_request())
+    fake.run()
+    assert status(first[1]) == status(second[1]) == b"HTTP/1.1 500 Internal Server Error"
+    channel, transport = fake.connect()
+    channel.dataReceived(scrape_request())
+    fake.run()
+    assert status(transport) == b"HTTP/1.1 200 OK" and b"syslog_collector_demo 1.0" in body(transport)
+
+
+class Collected(Collector):
+    """A family that counts its collections, and runs ``meanwhile`` during them."""
+
+    def __init__(self, name):
+        self.name = name
+        self.collections = 0
+        self.meanwhile = lambda: None
+
+    def collect(self):
+        self.collections += 1
+        self.meanwhile()
+        yield GaugeMetricFamily(f"syslog_collector_{self.name}", "A demo gauge", value=1)
+
+
+def test_a_rendering_every_scrape_left_is_dropped_and_a_new_scrape_renders_anew(net):
+    first, second = Collected("first"), Collected("second")
+    fake = net(collector=first)
+    fake.registry.register(second)
+    (leaving, _), (staying, _) = fake.connect(), fake.connect()
+    leaving.dataReceived(scrape_request())
+    staying.dataReceived(scrape_request())
+    # While the first family renders, one scrape leaves: the other still waits.
+    first.meanwhile = lambda: close(leaving)
+    fake.run()
+    assert (first.collections, second.collections) == (1, 1)
+    (leaving, _), (late, late_out) = fake.connect(), fake.connect()
+    fake.run(CACHE_SECONDS)
+    leaving.dataReceived(scrape_request())
+    first.meanwhile = lambda: (close(leaving), late.dataReceived(scrape_request()))
+    fake.run()
+    # The rendering the late scrape joined goes on for it.
+    assert (first.collections, second.collections) == (2, 2)
+    assert b"syslog_collector_second 1.0" in body(late_out)
+    # Every scrape gone: the rendering stops before the next family, and is not kept.
+    fake.run(CACHE_SECONDS)
+    (leaving, _), (next_one, next_out) = fake.connect(), fake.connect()
+    leaving.dataReceived(scrape_request())
+    first.meanwhile = lambda: close(leaving)
+    fake.run()
+    assert (first.collections, second.collections) == (3, 2)
+    first.meanwhile = lambda: None
+    next_one.dataReceived(scrape_request())
+    fake.run()
+    assert (first.collections, second.collections) == (4, 3)
+    assert b"syslog_collector_first 1.0" in body(next_out) and b"syslog_collector_second 1.0" in body(next_out)
+    assert fake.value("syslog_collector_metrics_renders_total") == 4
+
+
+def test_head_is_answered_from_the_same_rendering(net):
+    fake = net()
+    (get, get_out), (head, head_out) = fake.connect(), fake.connect()
+    get.dataReceived(scrape_request())
+    head.dataReceived(scrape_request(method=b"HEAD"))
+    fake.run()
+    assert status(head_out) == b"HTTP/1.1 200 OK" and body(head_out) == b""
+    assert fake.counted.collections == 1
+
+
+def test_connections_past_the_limit_are_closed_at_once_and_counted(net):
+    fake = net(max_connections=2)
+    first, second = fake.connect(), fake.connect()
+    assert fake.connect() is None and fake.connect() is None
+    assert fake.value("syslog_collector_http_refused_connections_total",
+                      reason="too_many_http_connections") == 2
+    assert fake.value("syslog_collector_http_connections") == 2
+    close(first[0])
+    assert fake.value("syslog_collector_http_connections") == 1
+    channel, transport = fake.connect()
+    channel.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: collector\r\n\r\n")
+    assert body(transport) == b"ok\n"
+
+
+@pytest.mark.parametrize("head", [
+    b"POST /metrics HTTP/1.1\r\nHost: c\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"POST /metrics HTTP/1.1\r\nHost: c\r\nContent-Length: 52428800\r\n\r\n",
+    b"PUT /metrics HTTP/1.1\r\nHost: c\r\nContent-Length: 0\r\n\r\n",
+    b"DELETE /metrics HTTP/1.1\r\nHost: c\r\n\r\n",
+    b"get /metrics HTTP/1.1\r\nHost: c\r\n\r\n",
+], ids=["chunked-post", "large-post", "put", "delete", "lower-case-get"])
+def test_methods_but_get_and_head_are_refused_before_any_body(net, head):
+    fake = net()
+    channel, transport = fake.connect()
+    channel.dataReceived(head + b"1000\r\n" + b"x" * 4096)
+    assert status(transport) == b"HTTP/1.1 405 Method Not Allowed"
+    assert b"Allow: GET, HEAD\r\n" in transport.value() and transport.disconnecting
+    # No file was opened for the body: gotLength never ran.
+    assert [request.content for request in channel.requests] == [None]
+    channel.dataReceived(b"x" * 65536)  # whatever the kernel still hands over is ignored
+    assert fake.counted.collections == 0
+    assert fake.value("syslog_collector_http_refused_requests_total", reason="method_not_allowed") == 1
+
+
+@pytest.mark.parametrize("framing", [b"Content-Length: 10", b"Transfer-Encoding: chunked"])
+def test_a_get_with_a_body_is_refused(net, framing):
+    fake = net()
+    channel, transport = fake.connect()
+    channel.dataReceived(b"GET /metrics HTTP/1.1\r\nHost: c\r\n" + framing + b"\r\n\r\n")
+    assert status(transport) == b"HTTP/1.1 413 Content Too Large" and transport.disconnecting
+    assert [request.content for request in channel.requests] == [None]
+    assert fake.value("syslog_collector_http_refused_requests_total", reason="request_body") == 1
+
+
+@pytest.mark.parametrize("head", [
+    b"GET /" + b"a" * MAX_HEAD_BYTES + b" HTTP/1.1\r\n\r\n",
+    b"GET /metrics HTTP/1.1\r\nX-Long: " + b"a" * MAX_HEAD_BYTES,
+    b"GET /metrics HTTP/1.1\r\n" + b"X-Header: 0123456789012345678901234567890123456789\r\n" * 200 + b"\r\n",
+    b"GET /metrics HTTP/1.1\r\n" + b"X: 1\r\n" * (MAX_HEADERS + 1) + b"\r\n",
+], ids=["request-line", "header-line", "headers-in-all", "header-count"])
+def test_request_heads_are_bounded(net, head):
+    fake = net()
+    channel, transport = fake.connect()
+    channel.dataReceived(head)
+    assert status(transport) == b"HTTP/1.1 431 Request Header Fields Too Large" and transport.disconnecting
+    assert fake.counted.collections == 0
+    assert fake.value("syslog_collector_http_refused_requests_total", reason="headers_too_large") == 1
+
+
+def test_a_request_head_trickled_in_is_cut_at_the_deadline(net):
+    fake = net()
+    channel, transport = fake.connect()
+    channel.dataReceived(b"GET /metrics HTTP/1.1\r\n")
+    for _ in range(4):
+        # A byte every two seconds: an idle timeout would never fire.
+        fake.run(2.0)
+        channel.dataReceived(b"X")
+        assert not transport.disconnecting
+    fake.run(HEAD_TIMEOUT_SECONDS - 8.0)
+    assert transport.disconnecting and transport.value() == b""
+    assert fake.value("syslog_collector_http_closed_connections_total", reason="header_timeout") == 1
+    assert fake.value("syslog_collector_http_closed_connections_total", reason="idle") == 0
+
+
+def test_a_connection_waiting_for_its_next_request_is_closed_as_idle(net):
+    fake = net()
+    channel, transport = fake.connect()
+    fake.run(HEAD_TIMEOUT_SECONDS - 1)
+    # A request in time: its answer starts the deadline of the next one.
+    channel.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: c\r\n\r\n")
+    assert body(transport) == b"ok\n"
+    fake.run(HEAD_TIMEOUT_SECONDS - 1)
+    assert not transport.disconnecting
+    fake.run(1)
+    assert transport.disconnecting
+    assert fake.value("syslog_collector_http_closed_connections_total", reason="idle") == 1
+    assert fake.value("syslog_collector_http_closed_connections_total", reason="header_timeout") == 0
+
+
+def test_a_partial_request_after_an_answer_is_cut_at_its_deadline(net):
+    fake = net()
+    channel, transport = fake.connect()
+    channel.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: c\r\n\r\nGET /metr")
+    assert body(transport) == b"ok\n"
+    fake.run(HEAD_TIMEOUT_SECONDS)
+    assert transport.disconnecting
+    assert fake.value("syslog_collector_http_closed_connections_total", reason="header_timeout") == 1
+
+
+class Pending(Resource):
+    """Answers when the test says so."""
+
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.requests = []
+
+    def render_GET(self, request):  # noqa: N802
+        self.requests.append(request)
+        return NOT_DONE_YET
+
+
+def test_a_request_being_answered_has_no_deadline():
+    clock = Clock()
+    pending = Pending()
+    metrics = HttpMetrics(None)
+    site = MetricsSite(pending, clock, metrics, 64)
+    channel = site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: c\r\n\r\n")
+    clock.advance(HEAD_TIMEOUT_SECONDS * 6)
+    assert not transport.disconnecting
+    pending.requests[0].write(b"done")
+    pending.requests[0].finish()
+    clock.advance(HEAD_TIMEOUT_SECONDS)
+    assert transport.disconnecting
+
+
+def test_closing_cancels_the_deadline(net):
+    fake = net()
+    channel, _ = fake.connect()
+    deadlines = [call for call in fake.clock.getDelayedCalls() if call.func == channel._head_timed_out]
+    assert len(deadlines) == 1
+    close(channel)
+    assert not deadlines[0].active()
+    assert fake.value("syslog_collector_http_connections") == 0
