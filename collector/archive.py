@@ -14,7 +14,9 @@ kept for the next flush, up to ``retry_buffer_bytes``; past that the oldest
 are dropped and counted, so a full disk cannot exhaust memory. A line the
 failure cut short is written again whole, after the torn piece on disk is
 marked (see ``archive_line``): each line is in the archive once. What still
-cannot be written when the service stops is counted as dropped.
+cannot be written when the service stops is counted as dropped. A symbolic
+link where a host directory or day file should be is never written
+through: the write fails the same way, and is counted and logged apart.
 
 When the day changes, the previous day's files are closed; compression and
 retention (``archive_files.maintain``) then run in a thread, at start-up,
@@ -40,7 +42,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from collector.archive_files import MaintenanceReport, maintain
+from collector.archive_files import MaintenanceReport, RefusedPath, maintain, open_directory, open_file
 from collector.archive_line import TORN_MARKER, Batch, format_batch, format_time
 from collector.metrics import CollectorMetrics
 
@@ -53,6 +55,9 @@ MAX_PENDING_BYTES = 8 * 1024 * 1024
 # waiting; the first flush with many new firewalls makes as many files.
 MAX_GATHERED_BYTES = 4 * MAX_PENDING_BYTES
 MAINTENANCE_INTERVAL = 3600.0
+# Refused paths (see archive_files.RefusedPath) are logged at most this often:
+# they are refused again at every flush until someone removes them.
+REFUSAL_LOG_INTERVAL = 10.0
 
 # Runs a blocking function away from the reactor thread: deferToThreadPool
 # in the server, a synchronous call in unit tests.
@@ -171,19 +176,46 @@ class OpenFiles:
                 return file
             self._close(key, report)
         host, day = key
-        path = self.root / host / f"{day}.log"
+        directory = self._open_directory(host)
         try:
-            file = open(path, "a+b")  # readable, to check its last byte
-        except FileNotFoundError:
-            # A new host, or its directory removed since: only then is it made,
-            # since with more hosts than max_open_files files are opened again
-            # at every flush.
-            path.parent.mkdir(parents=True, exist_ok=True)
-            file = open(path, "a+b")
+            # Readable, to check its last byte. A symbolic link under the
+            # name is refused, never written through: see RefusedPath.
+            fd = open_file(self.root / host / f"{day}.log", os.O_RDWR | os.O_APPEND | os.O_CREAT, directory)
+        finally:
+            os.close(directory)
+        try:
+            file = open(fd, "a+b")
+        except BaseException:
+            os.close(fd)
+            raise
         self._files[key] = file
         while len(self._files) > self._max_open_files:
             self._close(next(iter(self._files)), report)
         return file
+
+    def _open_directory(self, host: str) -> int:
+        """The host's directory, made if missing, opened relative to the root
+        without following a link; the root itself may be one."""
+        try:
+            root = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            # Removed while the collector runs: made again.
+            self.root.mkdir(parents=True, exist_ok=True)
+            root = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            try:
+                return open_directory(self.root / host, root)
+            except FileNotFoundError:
+                # A new host, or its directory removed since: only then is it
+                # made, since with more hosts than max_open_files files are
+                # opened again at every flush.
+                try:
+                    os.mkdir(host, dir_fd=root)
+                except FileExistsError:
+                    pass  # made meanwhile by another worker; or a dangling link, refused below
+                return open_directory(self.root / host, root)
+        finally:
+            os.close(root)
 
     def _mark_torn_line(self, fd: int, key: Key, report: WriteReport) -> None:
         """The file may end in the middle of a line, cut by a crash or a failed
@@ -293,6 +325,8 @@ class FileArchive(Service):
         self._maintenance: Deferred[None] | None = None
         self._maintain_after_write = False
         self._current_day = ""
+        self._next_refusal_log = 0.0
+        self._refusals_held_back = 0
         self._flusher = LoopingCall(self.flush)
         self._flusher.clock = clock
         self._maintainer = LoopingCall(self.maintain)
@@ -430,7 +464,10 @@ class FileArchive(Service):
         self._failed_bytes = 0
         for key, data, error in report.failed:
             metrics.archive_write_errors.inc()
-            if isinstance(error, OSError):
+            if isinstance(error, RefusedPath):
+                metrics.archive_refused_paths.inc()
+                self._log_refusal(key, data, error)
+            elif isinstance(error, OSError):
                 self.log.error("cannot write {count} lines to the archive of {host} for {day}: {error}",
                                count=data.count(b"\n"), host=key[0], day=key[1], error=error)
             else:  # a bug: its traceback
@@ -448,6 +485,19 @@ class FileArchive(Service):
             self.log.error("closing the archive of {host} for {day} failed: {error}",
                            host=host, day=day, error=error)
         metrics.archive_open_files.set(report.open_files)
+
+    def _log_refusal(self, key: Key, data: bytes, error: RefusedPath) -> None:
+        now = self._clock.seconds()
+        if now < self._next_refusal_log:
+            self._refusals_held_back += 1
+            return
+        self.log.error("refused to write {count} lines to the archive of {host} for {day}: {error}; "
+                       "they are kept for retry until it is a plain directory and file "
+                       "({held_back} similar refusals since the last report)",
+                       count=data.count(b"\n"), host=key[0], day=key[1], error=error,
+                       held_back=self._refusals_held_back)
+        self._refusals_held_back = 0
+        self._next_refusal_log = now + REFUSAL_LOG_INTERVAL
 
     def _write_failed(self, failure: Any, batches: dict[Key, list[bytes]]) -> None:
         self._failed_bytes = 0

@@ -35,16 +35,27 @@ the next ``maintain`` finishes the compression before anything else:
 
 One compression of a day runs at a time: a new one finishes the previous
 first, since its ``.partial`` and ``.compressed`` would take their names.
+
+Nothing in the archive root is followed if it is a symbolic link: a host
+directory, or one of these files, that is a link (or not a directory, or
+not a regular file) is left out of listings, and opening it raises
+``RefusedPath``. So no file outside the root is ever read, compressed,
+written or removed through the archive. Each host directory is opened
+once, without following a link, and what is done in it is done relative to
+that descriptor, whatever its name comes to point to meanwhile. The root
+itself may be a link, the administrator's choice.
 """
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import re
 import shutil
+import stat
 import time
-from collections.abc import Container
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -65,6 +76,102 @@ _DAY_FILE = re.compile(r"(\d{4}-\d\d-\d\d)(\.log(?:\.gz|\.gz\.partial|\.compress
 _REMOVAL_ORDER = (COMPRESSING, COMPRESSED, PARTIAL, GZ, LOG)
 _COPY_BUFFER = 1024 * 1024
 _OPEN_TRIES = 50
+
+
+class RefusedPath(OSError):
+    """A symbolic link, or another kind of file, where the archive keeps a
+    host directory or one of its files: never opened through."""
+
+
+def open_directory(path: Path, parent_fd: int | None = None) -> int:
+    """A descriptor of a host directory, never through a symbolic link; by its
+    last name relative to ``parent_fd`` when given (``path`` names it in errors)."""
+    try:
+        return os.open(path.name if parent_fd is not None else path,
+                       os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+    except OSError as e:
+        # A link to a directory is "not a directory" with O_NOFOLLOW.
+        if e.errno in (errno.ENOTDIR, errno.ELOOP):
+            raise RefusedPath(e.errno, "not a directory, or a symbolic link (never followed)",
+                              str(path)) from None
+        raise
+
+
+def open_file(path: Path, flags: int = os.O_RDONLY, directory_fd: int | None = None) -> int:
+    """A descriptor of an archive file, only a regular file and never through a
+    symbolic link; by its name relative to ``directory_fd`` when given."""
+    try:
+        # Non-blocking until it is known to be a regular file: opening a FIFO
+        # planted under the name would wait for a writer forever.
+        fd = os.open(path.name if directory_fd is not None else path,
+                     flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666, dir_fd=directory_fd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EISDIR):
+            raise RefusedPath(e.errno, "not a regular file, or a symbolic link (never followed)",
+                              str(path)) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RefusedPath(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class _Directory:
+    """A host directory, opened once without following a link: a day's files
+    are opened, renamed and removed relative to it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = open_directory(path)
+
+    def __enter__(self) -> _Directory:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        os.close(self.fd)
+
+    def is_file(self, name: str) -> bool:
+        """Whether ``name`` is a regular file: a link under it is as if missing."""
+        try:
+            return stat.S_ISREG(os.lstat(name, dir_fd=self.fd).st_mode)
+        except FileNotFoundError:
+            return False
+
+    def check_file(self, name: str, missing_ok: bool = False) -> None:
+        """Raise unless ``name`` is a regular file (or, if ``missing_ok``, nothing)."""
+        try:
+            mode = os.lstat(name, dir_fd=self.fd).st_mode
+        except FileNotFoundError:
+            if missing_ok:
+                return
+            raise
+        if not stat.S_ISREG(mode):
+            raise RefusedPath(errno.EINVAL, "not a regular file, or a symbolic link (never followed)",
+                              str(self.path / name))
+
+    def open(self, name: str, flags: int = os.O_RDONLY) -> BinaryIO:
+        fd = open_file(self.path / name, flags, self.fd)
+        try:
+            return open(fd, "rb" if flags == os.O_RDONLY else "wb")
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def rename(self, old: str, new: str) -> None:
+        os.rename(old, new, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
+    def replace(self, old: str, new: str) -> None:
+        os.replace(old, new, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
+    def unlink(self, name: str) -> None:
+        os.unlink(name, dir_fd=self.fd)
+
+    def fsync(self) -> None:
+        os.fsync(self.fd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +206,11 @@ def day_files(root: Path, host: str | None = None) -> list[DayFile]:
     day's files in the order of their lines: the ``.log.gz`` first, a
     compression under way next, the ``.log`` (lines appended since) last."""
     files = []
-    directories = [root / host] if host is not None else _host_dirs(root)
+    if host is None:
+        directories = _host_dirs(root)
+    else:
+        directory = host_directory(root, host)
+        directories = [] if directory is None else [directory]
     for directory in directories:
         for day, entries in _scan(directory).items():
             for suffix in readable(entries):
@@ -114,8 +225,9 @@ def day_files(root: Path, host: str | None = None) -> list[DayFile]:
     return files
 
 
-def _scan(directory: Path) -> dict[str, dict[str, os.DirEntry[str]]]:
-    """A directory's archive files by day, then by suffix."""
+def _scan(directory: Path | int) -> dict[str, dict[str, os.DirEntry[str]]]:
+    """A directory's archive files by day, then by suffix; a descriptor's
+    entries are by name alone."""
     days: dict[str, dict[str, os.DirEntry[str]]] = {}
     try:
         entries = list(os.scandir(directory))
@@ -136,6 +248,15 @@ def _host_dirs(root: Path) -> list[Path]:
         return []
 
 
+def host_directory(root: Path, host: str) -> Path | None:
+    """A host's directory, if it is one: not a symbolic link."""
+    path = root / host
+    try:
+        return path if stat.S_ISDIR(os.lstat(path).st_mode) else None
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
 def open_day(directory: Path, day: str) -> list[tuple[Path, BinaryIO]] | None:
     """Open the files holding a day's lines, in order, as they were at one moment.
 
@@ -143,39 +264,46 @@ def open_day(directory: Path, day: str) -> list[tuple[Path, BinaryIO]] | None:
     them meanwhile. The names are looked at before and after opening: if a
     step of a compression came in between, the files might hold some lines
     twice or miss some, and they are opened again. None if the day kept
-    changing.
+    changing. Raises ``RefusedPath`` if ``directory`` is a symbolic link.
     """
-    for attempt in range(_OPEN_TRIES):
-        before = _day_state(directory, day)
-        opened: list[tuple[Path, BinaryIO]] = []
-        try:
-            for suffix in readable(before):
-                path = directory / (day + suffix)
-                file = open(path, "rb")
-                opened.append((path, file))
-                if os.fstat(file.fileno()).st_ino != before[suffix]:
-                    break
-            else:
-                if _day_state(directory, day) == before:
-                    return opened
-        except FileNotFoundError:
-            pass
-        except BaseException:
+    try:
+        held = _Directory(directory)
+    except FileNotFoundError:
+        return []
+    with held:
+        for attempt in range(_OPEN_TRIES):
+            before = _day_state(held, day)
+            opened: list[tuple[Path, BinaryIO]] = []
+            try:
+                for suffix in readable(before):
+                    file = held.open(day + suffix)
+                    opened.append((directory / (day + suffix), file))
+                    if os.fstat(file.fileno()).st_ino != before[suffix]:
+                        break
+                else:
+                    if _day_state(held, day) == before:
+                        return opened
+            except (FileNotFoundError, RefusedPath):
+                # Gone, or a link put in its place, since the names were looked at.
+                pass
+            except BaseException:
+                _close(opened)
+                raise
             _close(opened)
-            raise
-        _close(opened)
-        time.sleep(0.001 * attempt)
+            time.sleep(0.001 * attempt)
     return None
 
 
-def _day_state(directory: Path, day: str) -> dict[str, int]:
-    """The inode under each of a day's names."""
+def _day_state(directory: _Directory, day: str) -> dict[str, int]:
+    """The inode under each of a day's names that is a regular file."""
     state = {}
     for suffix in (GZ, PARTIAL, COMPRESSED, COMPRESSING, LOG):
         try:
-            state[suffix] = os.lstat(directory / (day + suffix)).st_ino
-        except (FileNotFoundError, NotADirectoryError):
-            pass
+            found = os.lstat(day + suffix, dir_fd=directory.fd)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(found.st_mode):
+            state[suffix] = found.st_ino
     return state
 
 
@@ -186,27 +314,27 @@ def _close(opened: list[tuple[Path, BinaryIO]]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Names:
-    """The names a day's compression goes through, from its ``.log``."""
+    """The names a day's compression goes through, from its ``.log``'s."""
 
-    log: Path
+    log: str
 
-    def _with(self, suffix: str) -> Path:
-        return self.log.with_name(self.log.name[:-len(LOG)] + suffix)
+    def _with(self, suffix: str) -> str:
+        return self.log[:-len(LOG)] + suffix
 
     @property
-    def gz(self) -> Path:
+    def gz(self) -> str:
         return self._with(GZ)
 
     @property
-    def partial(self) -> Path:
+    def partial(self) -> str:
         return self._with(PARTIAL)
 
     @property
-    def compressing(self) -> Path:
+    def compressing(self) -> str:
         return self._with(COMPRESSING)
 
     @property
-    def compressed(self) -> Path:
+    def compressed(self) -> str:
         return self._with(COMPRESSED)
 
 
@@ -216,67 +344,80 @@ def compress(log: Path) -> Path:
     If the ``.log.gz`` already exists (lines arrived for a day already
     compressed), the new lines become a further gzip member after it: gzip
     readers read concatenated members as one stream. An unfinished
-    compression of the day is finished first.
+    compression of the day is finished first. A ``.log`` or ``.log.gz`` that
+    is a symbolic link raises ``RefusedPath``: nothing is read through it.
     """
-    names = _Names(log)
-    finish_compression(log)
-    os.rename(log, names.compressing)
-    _fsync_directory(log.parent)
-    return _compress_renamed(names)
+    names = _Names(log.name)
+    with _Directory(log.parent) as directory:
+        _finish_compression(directory, names)
+        directory.check_file(names.log)
+        # Checked before the .log is renamed, which it would otherwise hold up.
+        directory.check_file(names.gz, missing_ok=True)
+        directory.rename(names.log, names.compressing)
+        directory.fsync()
+        return log.with_name(_compress_renamed(directory, names))
 
 
-def _compress_renamed(names: _Names) -> Path:
+def _compress_renamed(directory: _Directory, names: _Names) -> str:
     """Steps b to e, from the ``.compressing``."""
-    with open(names.partial, "wb") as out:
+    # Whatever is left under the .partial's name is incomplete, or not ours:
+    # it is removed (a link is not followed), and the .partial made anew.
+    _unlink(directory, names.partial)
+    with directory.open(names.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL) as out:
         try:
-            earlier = open(names.gz, "rb")
+            earlier = directory.open(names.gz)
         except FileNotFoundError:
             pass
         else:
             with earlier:
                 shutil.copyfileobj(earlier, out, _COPY_BUFFER)
-        with (open(names.compressing, "rb") as source,
-              gzip.GzipFile(filename=names.log.name, mode="wb", fileobj=out) as packed):
+        with (directory.open(names.compressing) as source,
+              gzip.GzipFile(filename=names.log, mode="wb", fileobj=out) as packed):
             shutil.copyfileobj(source, packed, _COPY_BUFFER)
         out.flush()
         os.fsync(out.fileno())
     # The .partial's name must last before the commit says it is complete.
-    _fsync_directory(names.log.parent)
-    os.rename(names.compressing, names.compressed)
-    _fsync_directory(names.log.parent)
-    os.replace(names.partial, names.gz)
-    _fsync_directory(names.log.parent)
+    directory.fsync()
+    directory.rename(names.compressing, names.compressed)
+    directory.fsync()
+    directory.replace(names.partial, names.gz)
+    directory.fsync()
     # Not fsynced: a .compressed that comes back after a crash, without its
     # .partial, is removed again.
-    names.compressed.unlink()
+    directory.unlink(names.compressed)
     return names.gz
 
 
 def finish_compression(log: Path) -> Path | None:
     """Finish a compression of ``log``'s day interrupted by a crash, or by an
     error; the ``.log.gz`` if it got lines, None if there was nothing to finish."""
-    names = _Names(log)
+    with _Directory(log.parent) as directory:
+        finished = _finish_compression(directory, _Names(log.name))
+    return None if finished is None else log.with_name(finished)
+
+
+def _finish_compression(directory: _Directory, names: _Names) -> str | None:
     finished = None
-    if names.compressed.exists():
-        if names.partial.exists():
-            os.replace(names.partial, names.gz)
-            _fsync_directory(log.parent)
+    # A link under one of these names is not the compression's: as if missing.
+    if directory.is_file(names.compressed):
+        if directory.is_file(names.partial):
+            directory.replace(names.partial, names.gz)
+            directory.fsync()
             finished = names.gz
-        names.compressed.unlink(missing_ok=True)
-    if names.compressing.exists():
+        _unlink(directory, names.compressed)
+    if directory.is_file(names.compressing):
         # Any .partial is incomplete: it is written again.
-        finished = _compress_renamed(names)
+        finished = _compress_renamed(directory, names)
     else:
-        names.partial.unlink(missing_ok=True)
+        _unlink(directory, names.partial)
     return finished
 
 
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+def _unlink(directory: _Directory, name: str) -> None:
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        directory.unlink(name)
+    except FileNotFoundError:
+        pass
 
 
 @dataclass(slots=True)
@@ -319,19 +460,33 @@ def maintain(root: Path, today: str, *, compress_closed: bool, retention_days: i
                     report.errors.append(f"compressing {day_file.path}: {e}")
     if retention_days > 0:
         oldest_kept = (date.fromisoformat(today) - timedelta(days=retention_days)).isoformat()
-        for directory in _host_dirs(root):
-            for day, entries in _scan(directory).items():
+        for opened in _host_directories(root, report):
+            for day, entries in _scan(opened.fd).items():
                 if day < oldest_kept:
                     for suffix in _REMOVAL_ORDER:
                         if suffix in entries:
-                            _remove(Path(entries[suffix].path), report, report.deleted_by_age)
+                            _remove(opened, entries[suffix].name, report, report.deleted_by_age)
     if max_host_bytes > 0:
-        for directory in _host_dirs(root):
-            _bound_host(directory, today, max_host_bytes, report)
+        for opened in _host_directories(root, report):
+            _bound_host(opened, today, max_host_bytes, report)
     return report
 
 
-def _bound_host(directory: Path, today: str, max_host_bytes: int, report: MaintenanceReport) -> None:
+def _host_directories(root: Path, report: MaintenanceReport) -> Iterator[_Directory]:
+    """Each host directory, open (see ``_Directory``) while it is worked on."""
+    for path in _host_dirs(root):
+        try:
+            directory = _Directory(path)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            report.errors.append(f"opening {path}: {e}")
+            continue
+        with directory:
+            yield directory
+
+
+def _bound_host(directory: _Directory, today: str, max_host_bytes: int, report: MaintenanceReport) -> None:
     """Remove a host's oldest files until they take at most ``max_host_bytes``.
 
     Files that only hold a compression's work count too. A day goes in two
@@ -339,12 +494,12 @@ def _bound_host(directory: Path, today: str, max_host_bytes: int, report: Mainte
     under way, which would otherwise be finished into a new ``.log.gz``;
     then the ``.log``.
     """
-    days = sorted(_scan(directory).items())
+    days = sorted(_scan(directory.fd).items())
     sizes = {}
     for _, entries in days:
         for entry in entries.values():
             try:
-                sizes[entry.path] = entry.stat(follow_symlinks=False).st_size
+                sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
             except FileNotFoundError:
                 pass
     total = sum(sizes.values())
@@ -353,25 +508,25 @@ def _bound_host(directory: Path, today: str, max_host_bytes: int, report: Mainte
             if total <= max_host_bytes or day >= today:
                 return
             for suffix in part:
-                if suffix in entries and _remove(Path(entries[suffix].path), report, report.deleted_by_size):
-                    total -= sizes.get(entries[suffix].path, 0)
+                if suffix in entries and _remove(directory, entries[suffix].name, report, report.deleted_by_size):
+                    total -= sizes.get(entries[suffix].name, 0)
 
 
 def _idle_for(path: Path) -> float:
     try:
-        return time.time() - path.stat().st_mtime
+        return time.time() - os.lstat(path).st_mtime
     except FileNotFoundError:
         return 0.0
 
 
-def _remove(path: Path, report: MaintenanceReport, deleted: list[Path] | None) -> bool:
+def _remove(directory: _Directory, name: str, report: MaintenanceReport, deleted: list[Path]) -> bool:
+    path = directory.path / name
     try:
-        path.unlink()
+        directory.unlink(name)
     except FileNotFoundError:
         return False
     except OSError as e:
         report.errors.append(f"removing {path}: {e}")
         return False
-    if deleted is not None:
-        deleted.append(path)
+    deleted.append(path)
     return True

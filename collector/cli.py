@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -18,9 +19,11 @@ from typing import BinaryIO, TextIO
 
 from collector import config as configuration
 from collector import syslog
+from collector.archive_files import host_directory
 from collector.archive_line import escape
 from collector.archive_reader import files_between, host_summaries, jsonable, read_messages
 from collector.config import ConfigError
+from collector.hosts import sanitize_host
 from collector.kerio import record_in
 from collector.records import RecordType
 from collector.tap import load_checked
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     archive_commands.add_parser("hosts", parents=[where],
                                 help="list the hosts with their first and last day and size")
     cat = archive_commands.add_parser("cat", parents=[where], help="print one host's messages in order")
-    cat.add_argument("host", metavar="HOST")
+    cat.add_argument("host", type=host_tag, metavar="HOST")
     cat.add_argument("--since", type=parse_time, metavar="T",
                      help="received at or after T (RFC 3339 or a date; UTC unless it has an offset)")
     cat.add_argument("--until", type=parse_time, metavar="T", help="received before T")
@@ -78,6 +81,17 @@ def parse_time(text: str) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def host_tag(text: str) -> str:
+    """A host as the archive names it: never a path out of its root."""
+    tag = sanitize_host(text)
+    if tag != text:
+        hint = f"; did you mean {tag!r}?" if tag is not None else ""
+        raise argparse.ArgumentTypeError(
+            f"not a host tag: {text!r} (lower-case letters, digits and '.', '_', ':', '-', "
+            f"not beginning with '.' or '-'){hint}")
+    return text
+
+
 def check_config(path: str) -> int:
     try:
         config = load_checked(path)
@@ -99,16 +113,26 @@ def list_hosts(root: Path, out: TextIO) -> int:
     if not summaries:
         print(f"no archives under {root}", file=sys.stderr)
         return 1
-    width = max(len(s.host) for s in summaries)
+    hosts = [shown(s.host) for s in summaries]
+    width = max(map(len, hosts))
     out.write(f"{'HOST':{width}}  FIRST DAY   LAST DAY    FILES         BYTES\n")
-    for s in summaries:
-        out.write(f"{s.host:{width}}  {s.first_day}  {s.last_day}  {s.files:5d}  {s.size:12d}\n")
+    for host, s in zip(hosts, summaries, strict=True):
+        out.write(f"{host:{width}}  {s.first_day}  {s.last_day}  {s.files:5d}  {s.size:12d}\n")
     return 0
 
 
+def shown(name: str) -> str:
+    """A directory name escaped as archive lines are: the collector makes only
+    plain ones, but others put in the root must not act on the terminal."""
+    return escape(os.fsencode(name)).decode("utf-8")
+
+
 def cat_host(root: Path, args: argparse.Namespace, out: BinaryIO, err: TextIO) -> int:
-    if not (root / args.host).is_dir():
-        known = [s.host for s in host_summaries(root)]
+    if host_directory(root, args.host) is None:
+        if os.path.islink(root / args.host):
+            print(f"{root / args.host} is a symbolic link, which the archive never follows", file=err)
+            return 1
+        known = [shown(s.host) for s in host_summaries(root)]
         listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
         print(f"no archive for host {args.host!r} under {root}"
               + (f"; hosts: {listed}" if known else ""), file=err)
@@ -137,7 +161,7 @@ def cat_host(root: Path, args: argparse.Namespace, out: BinaryIO, err: TextIO) -
         elif args.format == "octet":
             out.write(b"%d %s" % (len(archived.message), archived.message))
         else:
-            out.write(json.dumps({
+            out.write(inert_json({
                 "received_at": archived.received_at,
                 "sender": archived.sender,
                 "host": args.host,
@@ -145,10 +169,19 @@ def cat_host(root: Path, args: argparse.Namespace, out: BinaryIO, err: TextIO) -
                 "syslog": jsonable(dataclass_without(parsed, "msg", "content")),
                 "record": jsonable(record),
                 "message": escape(archived.message).decode("utf-8"),
-            }, ensure_ascii=False).encode("utf-8") + b"\n")
+            }).encode("utf-8") + b"\n")
     out.flush()
     progress.clear()
     return 1 if damaged else 0
+
+
+# JSON escapes C0 controls in strings, but not DEL nor the C1 controls, which
+# a terminal acts on too: fields parsed from a message may hold them.
+_INERT = {code: f"\\u{code:04x}" for code in (0x7F, *range(0x80, 0xA0))}
+
+
+def inert_json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False).translate(_INERT)
 
 
 def dataclass_without(value: syslog.SyslogMessage, *names: str) -> dict[str, object]:

@@ -15,9 +15,10 @@ from collector.config import Firewall, UnregisteredPolicy
 MAX_HOST_LENGTH = 253  # a full DNS name; also well under a file name's 255 bytes
 
 # Lower-case ASCII letters, digits, '.', '_', ':' (IPv6 senders) and '-'; no
-# leading dot. '/', '\\', NUL, control characters and non-ASCII look-alikes
-# never pass, and ".." is refused below.
-_HOST_TAG = re.compile(r"[a-z0-9_:-][a-z0-9._:-]*")
+# leading dot, nor leading '-', which a shell command given the directory
+# name would take for an option. '/', '\\', NUL, control characters and
+# non-ASCII look-alikes never pass, and ".." is refused below.
+_HOST_TAG = re.compile(r"[a-z0-9_:][a-z0-9._:-]*")
 
 # Bound the cache of firewalls by sender address.
 _CACHE_LIMIT = 65536

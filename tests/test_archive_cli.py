@@ -2,6 +2,7 @@ import gzip
 import json
 import os
 import pty
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -191,3 +192,66 @@ def test_progress_bar_on_a_terminal(root, tmp_path):
     os.close(controller)
     assert result.returncode == 0
     assert b"%" in shown and b"MB" in shown
+
+
+@pytest.mark.parametrize("host", ["../outside", "/etc", "a/b", ".", "..", "-rf", "GW", ""])
+def test_cat_takes_only_a_host_tag(root, capsysbinary, host):
+    with pytest.raises(SystemExit) as exit_status:
+        main(["archive", "cat", "--archive-dir", str(root), "--", host])
+    assert exit_status.value.code == 2
+    assert f"not a host tag: {host!r}" in capsysbinary.readouterr().err.decode()
+
+
+def test_the_console_script_reads_nothing_outside_the_root(root, tmp_path):
+    # Archive-like files outside the root, where "../outside" and an absolute
+    # path would lead.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "2026-11-25.log").write_bytes(b"2026-11-25T10:00:00.000000Z 192.0.2.1:514 secret\n")
+    for host in ("../outside", str(outside)):
+        result = subprocess.run([sys.executable, "-m", "collector.cli", "archive", "cat", "--archive-dir",
+                                 str(root), "--", host], capture_output=True, env=collector_environment(),
+                                timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert result.stdout == b""
+        assert b"not a host tag" in result.stderr
+
+
+def test_cat_does_not_follow_a_host_directory_that_is_a_link(root, tmp_path, capsysbinary):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "2026-11-25.log").write_bytes(b"2026-11-25T10:00:00.000000Z 192.0.2.1:514 secret\n")
+    (root / "linked").symlink_to(outside)
+    status, out, err = run(capsysbinary, "archive", "cat", "linked", "--archive-dir", str(root))
+    assert (status, out) == (1, b"")
+    assert "symbolic link" in err
+    status, out, _ = run(capsysbinary, "archive", "hosts", "--archive-dir", str(root))
+    assert b"linked" not in out
+
+
+HOSTILE = b"<116>1 - gw security - - - \x1b]0;pwned\x07\x1b[2J" + "\u009b31m".encode() + b"\x7f\tend"
+
+
+def test_cat_prints_nothing_a_terminal_acts_on(tmp_path, capsysbinary):
+    clock = Clock()
+    clock.advance(DAY1)
+    archive = FileArchive(tmp_path / "archive", UTC, 1.0, CollectorMetrics(CollectorRegistry(), 100), clock)
+    archive.startService()
+    archive.append(clock.seconds(), [("gw", SENDER, [HOSTILE])])
+    archive.stopService()
+    root = tmp_path / "archive"
+    active = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]|\xc2[\x80-\x9f]")
+    for format in ("text", "json"):
+        status, out, _ = run(capsysbinary, "archive", "cat", "gw", "--archive-dir", str(root), "--format", format)
+        assert status == 0 and out.count(b"\n") == 1
+        assert active.search(out) is None, out
+    status, out, _ = run(capsysbinary, "archive", "cat", "gw", "--archive-dir", str(root), "--format", "octet")
+    assert StreamDecoder().feed(out) == [HOSTILE]
+
+
+def test_hosts_shows_odd_directory_names_escaped(root, capsysbinary):
+    (root / "odd\x1b[2J").mkdir()
+    (root / "odd\x1b[2J" / "2026-11-25.log").write_bytes(b"2026-11-25T10:00:00.000000Z 192.0.2.1:514 x\n")
+    status, out, _ = run(capsysbinary, "archive", "hosts", "--archive-dir", str(root))
+    assert status == 0
+    assert b"\x1b" not in out and b"odd\\x1b[2J" in out

@@ -29,6 +29,13 @@ RELAY = Firewall(name="relay", networks=(ipaddress.ip_network("2001:db8::10/128"
     ("gw\u2215etc", None),  # DIVISION SLASH
     ("x" * 253, "x" * 253),
     ("x" * 254, None),
+    # A directory named like an option would be one to a shell command run in the root.
+    ("-rf", None),
+    ("-", None),
+    ("--help", None),
+    ("gw-1-", "gw-1-"),
+    (".", None),
+    ("..", None),
 ])
 def test_sanitize_host(hostname, tag):
     assert sanitize_host(hostname) == tag
@@ -73,3 +80,9 @@ def test_refuse_policy():
     registry = HostRegistry((HQ,), UnregisteredPolicy.REFUSE)
     assert registry.accepts("192.0.2.15")
     assert not registry.accepts("192.0.2.16")
+
+
+def test_a_hostname_like_an_option_is_tagged_with_the_sender():
+    registry = HostRegistry((HQ, RELAY), UnregisteredPolicy.ACCEPT)
+    assert registry.resolve("198.51.100.7", "-rf").name == "198.51.100.7"
+    assert registry.resolve("2001:db8::10", "-rf").name == "relay"
