@@ -177,6 +177,8 @@ class TlsSettings:
     ca: Path | None = _setting("", _optional_path, "CA certificates, PEM, that sign client certificates")
     verify_clients: bool = _setting(
         False, _typed(bool, "true or false"), "require a client certificate signed by ca (mutual TLS)")
+    crl: Path | None = _setting(
+        "", _optional_path, "certificate revocation lists, PEM, signed by ca; re-read on SIGHUP")
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +229,8 @@ class SyslogSettings:
 class HostSettings:
     unregistered: UnregisteredPolicy = _setting(
         "accept", _enum(UnregisteredPolicy), "what to do with senders not in [[firewall]]")
+    max_unregistered: int = _setting(
+        1000, _non_negative_int, "distinct host tags of unregistered senders; past it, tagged 'unregistered'")
 
 
 @dataclass(frozen=True, slots=True)

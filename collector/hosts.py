@@ -46,6 +46,10 @@ def normalize_ip(address: str) -> str:
     return str(ip)
 
 
+# The one tag of the unregistered hosts past ``hosts.max_unregistered``.
+UNREGISTERED = "unregistered"
+
+
 @dataclass(frozen=True, slots=True)
 class SourceHost:
     name: str
@@ -53,16 +57,64 @@ class SourceHost:
     # A registered firewall whose messages carry another HOSTNAME: kept as
     # data, and counted, since it hints at spoofing or a misconfiguration.
     hostname_mismatch: bool = False
+    # The registered firewall whose name the HOSTNAME used, when the sender
+    # is neither that firewall nor a relay: the message is not that firewall's.
+    impersonated: Firewall | None = None
+    # Tagged UNREGISTERED: the sender's own tag would pass hosts.max_unregistered.
+    overflow: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TlsBinding:
+    """Whom a TLS client speaks for: a refusal reason, or the firewall (None: unregistered)."""
+
+    refusal: str | None
+    firewall: Firewall | None = None
+    # The firewall whose certificate was offered from an address that may not use it.
+    impersonated: Firewall | None = None
 
 
 class HostRegistry:
-    """Tags each message with the firewall that sent it."""
+    """Tags each message with the firewall that sent it.
 
-    def __init__(self, firewalls: tuple[Firewall, ...], unregistered: UnregisteredPolicy) -> None:
+    A firewall's names (its name, its ``hostnames``, and any HOSTNAME whose
+    first label is its name) are its own: written as HOSTNAME by any other
+    sender but a relay, they tag the message with the sender's own tag and
+    are reported as an impersonation.
+
+    Unregistered host tags (of unregistered senders, and those a relay
+    passes on that name no firewall) are kept to ``max_unregistered``; the
+    messages of further ones are tagged ``UNREGISTERED``. The tags seen so
+    far are handed on to the registry that replaces this one (``previous``),
+    so that reloading the configuration does not make room for more.
+    """
+
+    def __init__(self, firewalls: tuple[Firewall, ...], unregistered: UnregisteredPolicy,
+                 max_unregistered: int = 1000, previous: HostRegistry | None = None) -> None:
         self._firewalls = firewalls
         self._unregistered = unregistered
         self._by_subject = {f.tls_subject: f for f in firewalls if f.tls_subject is not None}
         self._by_sender: dict[str, Firewall | None] = {}
+        self._by_name = {f.name: f for f in firewalls}
+        # Whose HOSTNAME each name is; a firewall's name before any's hostnames.
+        self._claims: dict[str, Firewall] = {}
+        for firewall in firewalls:
+            for hostname in firewall.hostnames:
+                self._claims.setdefault(hostname, firewall)
+        self._claims.update(self._by_name)
+        self.max_unregistered = max_unregistered
+        self._unregistered_tags: set[str] = set()
+        if previous is not None:
+            self._unregistered_tags = {t for t in previous._unregistered_tags if t not in self._by_name}
+
+    @property
+    def firewalls(self) -> tuple[Firewall, ...]:
+        return self._firewalls
+
+    @property
+    def unregistered_tags(self) -> int:
+        """How many distinct unregistered host tags have been given out."""
+        return len(self._unregistered_tags)
 
     def firewall_for(self, sender_ip: str) -> Firewall | None:
         try:
@@ -84,40 +136,63 @@ class HostRegistry:
         return (self._unregistered is UnregisteredPolicy.ACCEPT
                 or self.firewall_for(sender_ip) is not None)
 
+    def claimed_by(self, hostname: str) -> Firewall | None:
+        """The registered firewall a HOSTNAME names (see ``_same_host``), if any."""
+        folded = hostname.casefold()
+        return self._claims.get(folded) or self._by_name.get(folded.partition(".")[0])
+
     def resolve(self, sender_ip: str, hostname: str | None) -> SourceHost:
         """The host of a message from an accepted sender (see ``accepts``).
 
         Not cached here: the pipeline keeps what it resolved.
         """
         firewall = self.firewall_for(sender_ip)
-        if firewall is None:
-            tag = sanitize_host(hostname) if hostname else None
-            return SourceHost(tag or sanitize_host(sender_ip) or "unknown")
-        return self.resolve_bound(firewall, hostname)
+        if firewall is not None:
+            return self.resolve_bound(firewall, hostname)
+        claimed = self.claimed_by(hostname) if hostname else None
+        tag = sanitize_host(hostname) if hostname and claimed is None else None
+        return self._unregistered_host(tag or sanitize_host(sender_ip) or "unknown", None, claimed)
 
     def resolve_bound(self, firewall: Firewall, hostname: str | None) -> SourceHost:
         """The host of a message known to come from ``firewall``."""
         if firewall.relay:
             tag = sanitize_host(hostname) if hostname else None
-            return SourceHost(tag or firewall.name, firewall)
-        return SourceHost(firewall.name, firewall,
-                          hostname_mismatch=hostname is not None and not _same_host(firewall, hostname))
+            if tag is None:
+                return SourceHost(firewall.name, firewall)
+            if tag in self._by_name:
+                return SourceHost(tag, firewall)
+            return self._unregistered_host(tag, firewall, None)
+        if hostname is None or _same_host(firewall, hostname):
+            return SourceHost(firewall.name, firewall)
+        return SourceHost(firewall.name, firewall, hostname_mismatch=True, impersonated=self.claimed_by(hostname))
 
-    def tls_binding(self, sender_ip: str, subject: str | None) -> tuple[str | None, Firewall | None]:
+    def _unregistered_host(self, tag: str, relay: Firewall | None, impersonated: Firewall | None) -> SourceHost:
+        tags = self._unregistered_tags
+        if tag not in tags and tag != UNREGISTERED:
+            if len(tags) >= self.max_unregistered:
+                return SourceHost(UNREGISTERED, relay, impersonated=impersonated, overflow=True)
+            tags.add(tag)
+        return SourceHost(tag, relay, impersonated=impersonated)
+
+    def tls_binding(self, sender_ip: str, subject: str | None) -> TlsBinding:
         """Which firewall a TLS client speaks for, from its certificate subject CN.
 
-        Returns a refusal reason, or None and the firewall (None: unregistered,
-        tagged as usual). A certificate bound to one firewall cannot speak from
-        the address of another firewall that is bound to a certificate.
+        A certificate bound to a firewall (``tls_subject``) speaks for it
+        from its own addresses, or from a relay's; from anywhere else it is
+        refused. From the addresses of a firewall that is bound to a
+        certificate, only that certificate is taken. A certificate bound to
+        none is taken as the sender's address would be without TLS.
         """
         by_subject = self._by_subject.get(subject) if subject is not None else None
         by_address = self.firewall_for(sender_ip)
         if by_address is not None and by_address.tls_subject is not None and by_address is not by_subject:
-            return "tls_subject_mismatch", None
+            return TlsBinding("tls_subject_mismatch", impersonated=by_subject)
+        if by_subject is not None and by_address is not by_subject and (by_address is None or not by_address.relay):
+            return TlsBinding("tls_subject_mismatch", impersonated=by_subject)
         firewall = by_subject or by_address
         if firewall is None and self._unregistered is UnregisteredPolicy.REFUSE:
-            return "unregistered", None
-        return None, firewall
+            return TlsBinding("unregistered")
+        return TlsBinding(None, firewall)
 
 
 def _same_host(firewall: Firewall, hostname: str) -> bool:

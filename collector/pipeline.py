@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Protocol
 
+from prometheus_client import Counter
 from twisted.logger import Logger
 
 from collector import syslog
@@ -102,12 +103,15 @@ class Pipeline:
         max_messages_per_second_per_sender: int = 0,
     ) -> None:
         self._hosts = hosts
-        # Host, metrics, whether they are "other" (metrics.max_hosts), and
-        # the host's name and hostname_mismatch (read off the uncompiled host
-        # once, not at each call), by (sender address, TLS firewall,
-        # HOSTNAME). Kept across calls: a worker with headroom reads a few
-        # dozen KiB at a time, in which each firewall has few messages.
-        self._tags: dict[tuple[str, str | None, bytes | None], tuple[SourceHost, HostMetrics, bool, str, bool]] = {}
+        # Host, metrics, whether they are "other" (metrics.max_hosts), the
+        # host's name (read off the uncompiled host once, not at each call)
+        # and the counters each of its messages adds one to (a HOSTNAME
+        # mismatch, an impersonation, hosts.max_unregistered passed), by
+        # (sender address, TLS firewall, HOSTNAME). Kept across calls: a
+        # worker with headroom reads a few dozen KiB at a time, in which each
+        # firewall has few messages.
+        self._tags: dict[tuple[str, str | None, bytes | None],
+                         tuple[SourceHost, HostMetrics, bool, str, tuple[Counter, ...]]] = {}
         self._archive = archive
         self._metrics = metrics
         self._clock = clock
@@ -117,6 +121,8 @@ class Pipeline:
         self.rate_limiter = RateLimiter(max_messages_per_second_per_sender)
         self._summaries: dict[tuple[bytes | None, ...], RecordSummary] = {}
         self._refusals = RateLimitedLog(_log, clock)
+        self._impersonations = RateLimitedLog(_log, clock)
+        self._registered(hosts)
         self._rate_limits = RateLimitedLog(_log, clock)
 
     @property
@@ -128,6 +134,13 @@ class Pipeline:
         """A new registry (the configuration was reloaded): every tag is resolved again."""
         self._hosts = hosts
         self._tags = {}
+        self._registered(hosts)
+
+    def _registered(self, hosts: HostRegistry) -> None:
+        """Each registered firewall's impersonation count exists at 0 from
+        the start, so that increase() sees the first use of its name."""
+        for firewall in hosts.firewalls:
+            self._metrics.impersonations.labels(host=firewall.name)
 
     def accepts(self, sender: Sender) -> bool:
         """Whether a datagram from ``sender`` is taken; count and log a refusal."""
@@ -180,10 +193,10 @@ class Pipeline:
         pending_records = metrics.pending_records
         header_errors = overflowed = dropped = 0
         limited = transport is Transport.UDP and self.rate_limiter.rate > 0
-        # Counted per batch too: a flood over the rate limit, or a firewall
+        # Counted per batch too: a flood over the rate limit, or a sender
         # whose every message names another host, must not cost an increment each.
         rate_limited: dict[HostMetrics, int] = {}
-        mismatched: dict[HostMetrics, int] = {}
+        flagged: dict[tuple[Counter, ...], int] = {}
         summaries = self._summaries
         # Read once a call: compiled or not, a module global is looked up in
         # a dict at each use, and an enum member off its class costs more.
@@ -193,9 +206,8 @@ class Pipeline:
             allowed = self._allowance(sender, len(messages), received_at) if limited else len(messages)
             # Each HOSTNAME is resolved once a sender and call: the host, its
             # metrics, its messages, whether it is counted under "other"
-            # (metrics.max_hosts), and whether it is not the HOSTNAME its
-            # registered firewall should send.
-            hostnames: dict[bytes | None, tuple[SourceHost, HostMetrics, list[bytes], bool, bool]] = {}
+            # (metrics.max_hosts), and the counters each message adds one to.
+            hostnames: dict[bytes | None, tuple[SourceHost, HostMetrics, list[bytes], bool, tuple[Counter, ...]]] = {}
             for index, raw in enumerate(messages):
                 # Most messages take a common shape, whose summary is read once.
                 shape = match_shape(raw)
@@ -216,7 +228,7 @@ class Pipeline:
                     # whole call: only a host's first message in it can be due.
                     if index < allowed and received_at >= known[1].next_skew_check:
                         self._observe_skew(known[1], syslog.parse(raw), received_at, known[0].firewall)
-                _, host_metrics, raws, overflow, mismatch = known
+                _, host_metrics, raws, overflow, flags = known
                 if index >= allowed:
                     # Counted as rate limited only, under its host's label.
                     rate_limited[host_metrics] = rate_limited.get(host_metrics, 0) + 1
@@ -240,8 +252,8 @@ class Pipeline:
                     tally[0] += 1
                 if summary.type is engine_startup:
                     metrics.engine_started(host_metrics, received_at)
-                if mismatch:
-                    mismatched[host_metrics] = mismatched.get(host_metrics, 0) + 1
+                if flags:
+                    flagged[flags] = flagged.get(flags, 0) + 1
         if header_errors:
             metrics.header_parse_errors.inc(header_errors)
         if overflowed:
@@ -250,8 +262,9 @@ class Pipeline:
             host_metrics.rate_limited.inc(count)
         if dropped:
             metrics.dropped_rate_limited.inc(dropped)
-        for host_metrics, count in mismatched.items():
-            host_metrics.hostname_mismatches.inc(count)
+        for flags, count in flagged.items():
+            for counter in flags:
+                counter.inc(count)
         batch = []
         # Counted here, not by a call into the metrics for each part: the
         # metrics are not compiled, and a worker with headroom reads few
@@ -276,7 +289,7 @@ class Pipeline:
 
     def _resolve(self, hostname_field: bytes | None, sender: Sender, firewall: Firewall | None,
                  archived: dict[tuple[str, bytes], tuple[HostMetrics, list[bytes]]],
-                 ) -> tuple[SourceHost, HostMetrics, list[bytes], bool, bool]:
+                 ) -> tuple[SourceHost, HostMetrics, list[bytes], bool, tuple[Counter, ...]]:
         tag_key = (sender.ip, None if firewall is None else firewall.name, hostname_field)
         tag = self._tags.get(tag_key)
         if tag is None:
@@ -284,22 +297,34 @@ class Pipeline:
             if len(self._tags) >= _TAG_LIMIT:
                 self._tags.clear()
             self._tags[tag_key] = tag
-        host, host_metrics, overflow, name, mismatch = tag
+        host, host_metrics, overflow, name, flags = tag
         key = (name, sender.text)
         part = archived.get(key)
         if part is None:
             part = archived[key] = (host_metrics, [])
-        return host, host_metrics, part[1], overflow, mismatch
+        return host, host_metrics, part[1], overflow, flags
 
     def _tag(self, hostname_field: bytes | None, sender: Sender, firewall: Firewall | None,
-             ) -> tuple[SourceHost, HostMetrics, bool, str, bool]:
+             ) -> tuple[SourceHost, HostMetrics, bool, str, tuple[Counter, ...]]:
         hostname = None if hostname_field is None else hostname_field.decode("utf-8", "replace")
         if firewall is None:
             host = self._hosts.resolve(sender.ip, hostname)
         else:
             host = self._hosts.resolve_bound(firewall, hostname)
-        host_metrics = self._metrics.host(host.name)
-        return host, host_metrics, host_metrics.host != host.name, host.name, host.hostname_mismatch
+        metrics = self._metrics
+        host_metrics = metrics.host(host.name)
+        flags: list[Counter] = []
+        if host.hostname_mismatch:
+            flags.append(host_metrics.hostname_mismatches)
+        if host.impersonated is not None:
+            flags.append(metrics.impersonations.labels(host=host.impersonated.name))
+            self._impersonations.warn(
+                "sender {sender} wrote HOSTNAME {hostname!r}, a name of firewall {firewall}: "
+                "its messages are tagged {tag}", sender=sender.text.decode(), hostname=hostname,
+                firewall=host.impersonated.name, tag=host.name)
+        if host.overflow:
+            flags.append(metrics.unregistered_overflow)
+        return host, host_metrics, host_metrics.host != host.name, host.name, tuple(flags)
 
     def _allowance(self, sender: Sender, wanted: int, now: float) -> int:
         allowed = self.rate_limiter.take(sender.ip, wanted, now)

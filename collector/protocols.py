@@ -324,12 +324,16 @@ class SyslogStreamProtocol(Protocol):
     def handshakeCompleted(self) -> None:  # noqa: N802
         self._handshake_done = True
         subject = subject_common_name(self.transport.getPeerCertificate())
-        refusal, self._firewall = self.factory.pipeline.hosts.tls_binding(self.sender.ip, subject)
-        if refusal is not None:
-            self.factory.pipeline.refuse_connection(self.sender, refusal, subject=subject)
+        binding = self.factory.pipeline.hosts.tls_binding(self.sender.ip, subject)
+        if binding.refusal is not None:
+            if binding.impersonated is not None:
+                # A firewall's certificate offered from where it may not speak for it.
+                self.factory.metrics.impersonations.labels(host=binding.impersonated.name).inc()
+            self.factory.pipeline.refuse_connection(self.sender, binding.refusal, subject=subject)
             self._discard_unread()
             self.transport.loseConnection()
             return
+        self._firewall = binding.firewall
         self._accepted = True
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802

@@ -42,7 +42,7 @@ from collector.metrics import (
 )
 from collector.pipeline import Pipeline
 from collector.protocols import ConnectionLimits, DescriptorShortage, SyslogDatagramProtocol, SyslogStreamFactory
-from collector.tls import server_options
+from collector.tls import reload_revocation_lists, server_options
 from collector.web import metrics_site
 from collector.workers import (
     SupervisorLink,
@@ -183,14 +183,26 @@ class CollectorService(MultiService):
         self.archive = archive
 
     def reload(self, config_path: str | None) -> None:
-        """Reopen the archive files and re-read the firewall registry.
+        """Reopen the archive files, re-read the CRL (``tls.crl``) and the
+        firewall registry (``[[firewall]]`` and ``[hosts]``).
 
         Listeners and TCP connections stay as they are; other settings take
         effect at the next start. A config that no longer validates is
-        refused, and the registry in use is kept.
+        refused, and the registry in use is kept; so is a CRL that no longer
+        loads. The CRL is re-read whether or not the config validates: a
+        revocation must not wait for a config to be fixed. The new registry
+        takes over the unregistered host tags given out so far, so that a
+        reload makes no room for more than ``hosts.max_unregistered``.
         """
         # Said once done: the files are closed after the flush being written.
         self.archive.reopen().addCallback(lambda _: self.log.info("reopened the archive files"))
+        try:
+            crls = reload_revocation_lists()
+        except ConfigError as e:
+            self.log.error("keeping the certificate revocation list in use: {error}", error=str(e))
+        else:
+            for path in crls:
+                self.log.info("re-read the certificate revocation list {path}", path=str(path))
         if config_path is None:
             self.log.info("no config file to re-read")
             return
@@ -200,7 +212,8 @@ class CollectorService(MultiService):
             self.log.error("reload refused, keeping the firewall registry in use: "
                            "configuration error: {error}", error=str(e))
             return
-        self.pipeline.hosts = HostRegistry(config.firewalls, config.hosts.unregistered)
+        self.pipeline.hosts = HostRegistry(config.firewalls, config.hosts.unregistered,
+                                           config.hosts.max_unregistered, previous=self.pipeline.hosts)
         self.log.info("reloaded {count} firewall(s) from {path}",
                       count=len(config.firewalls), path=config_path)
 
@@ -356,7 +369,7 @@ def build(config: Config, reactor: Any, role: WorkerRole | None = None) -> Colle
         quiet_seconds=SHARED_FILE_QUIET_SECONDS if shared else 0.0,
     )
     pipeline = Pipeline(
-        hosts=HostRegistry(config.firewalls, config.hosts.unregistered),
+        hosts=HostRegistry(config.firewalls, config.hosts.unregistered, config.hosts.max_unregistered),
         archive=archive, metrics=metrics, clock=reactor,
         syslog_timezone=config.syslog.timezone,
         max_messages_per_second_per_sender=config.limits.max_messages_per_second_per_sender,

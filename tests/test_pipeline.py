@@ -260,3 +260,59 @@ def test_any_bytes_from_the_wire_come_back_from_the_archive(messages):
                     for path in sorted(Path(root).glob("*/*.log"))
                     for line in path.read_bytes().splitlines(keepends=True)]
         assert sorted(archived) == sorted(messages)
+
+
+GW1 = Firewall(name="gw1", networks=(ipaddress.ip_network("127.0.3.2/32"),))
+GW2 = Firewall(name="gw2", networks=(ipaddress.ip_network("127.0.3.3/32"),))
+IMPERSONATOR = Sender.from_address("127.0.3.9", 40000)
+
+
+def test_a_firewalls_name_from_another_sender_is_the_senders_and_counted():
+    bench = Bench(firewalls=(GW1, GW2))
+    # Every registered firewall's count is there from the start, for increase().
+    assert bench.value("syslog_collector_impersonations_total", host="gw1") == 0.0
+    gw1 = Sender.from_address("127.0.3.2", 514)
+    bench.pipeline.receive([b"<13>1 - gw1 app - - - Engine: Startup."], gw1, Transport.UDP)
+    bench.pipeline.receive([b"<13>1 - gw1 app - - - Engine: Startup."] * 3, IMPERSONATOR, Transport.UDP)
+    bench.pipeline.receive([b"<13>1 - GW1.example.com app - - - Engine: Startup."],
+                           Sender.from_address("127.0.3.3", 514), Transport.TCP)
+    assert bench.archived("gw1") == [b"<13>1 - gw1 app - - - Engine: Startup."]
+    assert len(bench.archived("127.0.3.9")) == 3 and len(bench.archived("gw2")) == 1
+    assert bench.value("syslog_collector_engine_events_total", host="gw1", event="startup") == 1.0
+    assert bench.value("syslog_collector_engine_events_total", host="127.0.3.9", event="startup") == 3.0
+    assert bench.value("syslog_collector_impersonations_total", host="gw1") == 4.0
+    assert bench.value("syslog_collector_hostname_mismatches_total", host="gw2") == 1.0
+    # The label names registered firewalls only.
+    assert bench.value("syslog_collector_impersonations_total", host="127.0.3.9") is None
+
+
+def test_a_tls_firewall_naming_another_is_counted_too():
+    bench = Bench(firewalls=(GW1, GW2))
+    bench.pipeline.receive([b"<13>1 - gw1 app - - - x", b"<13>1 - gw2 app - - - y"], IMPERSONATOR,
+                           Transport.TLS, firewall=GW2)
+    assert len(bench.archived("gw2")) == 2
+    assert bench.value("syslog_collector_impersonations_total", host="gw1") == 1.0
+    assert bench.value("syslog_collector_hostname_mismatches_total", host="gw2") == 1.0
+
+
+def test_unregistered_hosts_past_the_bound_share_one_tag():
+    bench = Bench()
+    bench.pipeline.hosts = HostRegistry((), UnregisteredPolicy.ACCEPT, max_unregistered=2)
+    for host in (b"a", b"b", b"c", b"d", b"a"):
+        bench.pipeline.receive([b"<13>1 - %s app - - - x" % host], SENDER, Transport.UDP)
+    assert [m.host for m in bench.archive.messages] == ["a", "b", "unregistered", "unregistered", "a"]
+    assert {m.sender for m in bench.archive.messages} == {SENDER.text}
+    assert bench.value("syslog_collector_unregistered_overflow_total") == 2.0
+    assert bench.value("syslog_collector_received_messages_total", host="unregistered", transport="udp") == 2.0
+    assert bench.value("syslog_collector_received_messages_total", host="c", transport="udp") is None
+
+
+def test_a_reload_makes_no_room_for_more_unregistered_hosts():
+    bench = Bench()
+    bench.pipeline.hosts = HostRegistry((), UnregisteredPolicy.ACCEPT, max_unregistered=1)
+    bench.pipeline.receive([b"<13>1 - a app - - - x", b"<13>1 - b app - - - x"], SENDER, Transport.UDP)
+    bench.pipeline.hosts = HostRegistry((GW1,), UnregisteredPolicy.ACCEPT, 1, previous=bench.pipeline.hosts)
+    assert bench.value("syslog_collector_impersonations_total", host="gw1") == 0.0
+    bench.pipeline.receive([b"<13>1 - c app - - - x", b"<13>1 - a app - - - x"], SENDER, Transport.UDP)
+    assert [m.host for m in bench.archive.messages] == ["a", "unregistered", "unregistered", "a"]
+    assert bench.value("syslog_collector_unregistered_overflow_total") == 2.0
