@@ -28,6 +28,8 @@ from collector.records import FtpKind, RecordSummary, RecordType, Transport
 PREFIX = "syslog_collector_"
 PUBLISH_INTERVAL = 1.0
 OTHER = "other"
+# Interface names longer than this count as "other": label values stay short.
+MAX_INTERFACE_LENGTH = 64
 REFUSAL_REASONS = ("unregistered",)
 CONNECTION_REFUSAL_REASONS = (
     "unregistered", "too_many_connections", "too_many_from_sender", "tls_subject_mismatch",
@@ -88,9 +90,12 @@ class HostMetrics:
             self.ftp_attacks[labels[0]].inc(count)
 
     def _interface(self, name: str) -> str:
-        """Interface names are free text: only the first few of a host become labels."""
+        """Interface names are free text: only the first few of a host, and
+        short ones, become labels."""
         if name in self._interfaces:
             return name
+        if len(name) > MAX_INTERFACE_LENGTH:
+            return OTHER
         if len(self._interfaces) < self._metrics.max_interfaces_per_host:
             self._interfaces.add(name)
             return name
@@ -191,6 +196,13 @@ class CollectorMetrics:
         self.host_overflow = counter(
             "host_label_overflow_total",
             "Messages counted under host=\"other\" because metrics.max_hosts was reached")
+        self.impersonations = counter(
+            "impersonations_total",
+            "Messages whose HOSTNAME names a registered firewall, and TLS connections refused for its "
+            "certificate, from a sender that is neither that firewall nor a relay", ("host",))
+        self.unregistered_overflow = counter(
+            "unregistered_overflow_total",
+            "Messages tagged \"unregistered\" because hosts.max_unregistered unregistered hosts were seen")
         self.header_parse_errors = counter(
             "header_parse_errors_total",
             "Messages whose syslog header could not be read (archived as received)")
@@ -230,6 +242,10 @@ class CollectorMetrics:
             "archive_written_bytes_total", "Bytes written to archive files")
         self.archive_write_errors = counter(
             "archive_write_errors_total", "Failed writes to archive files (the lines are retried)")
+        self.archive_refused_paths = counter(
+            "archive_refused_paths_total",
+            "Archive writes refused because a host directory or day file is a symbolic link, or not "
+            "a directory or regular file (also failed writes: the lines are retried)")
         self.archive_open_files = gauge("archive_open_files", "Archive files held open")
         self.archive_backlog_bytes = gauge(
             "archive_backlog_bytes", "Lines that failed to be written and wait for a retry, in bytes")
