@@ -61,11 +61,20 @@ _EVENT_TIME = re.compile(r"\[(\d\d)/([A-Z][a-z]{2})/(\d{4}) (\d\d):(\d\d):(\d\d)
 # The interface is free text and may hold commas: it runs up to ", proto:".
 # ``complete_tcp`` is the start of a TCP line's tail as Kerio writes it, with
 # every TCP field: such a line has no TCP defect to look for.
+# Runs followed by a character they exclude are possessive (``++``): giving
+# any back could not help, and a sender's 64 KiB run would be given back one
+# character at a time. Interface names are short: at most 512 characters are
+# read as one, since a sender that writes ", proto:" thousands of times would
+# otherwise make the lazy name try each of them. The protocol may give back
+# characters to the source address (a line with no protocol), so both are
+# bounded: each is tried at most 33 times over at most 128 characters, not at
+# each of 64 KiB. An endpoint is never longer than 128 characters, and the
+# tail that holds the TCP fields is read up to 1,024.
 _ANTI_SPOOFING = re.compile(
-    r"(?P<direction>from|to) (?P<interface>.+?), proto:(?P<proto>[^,\s]*),? ?"
-    r"(?:len:(?P<len>[^,]*), ?)?(?:ip/port: ?)?"
-    r"(?P<src>\S+) (?:->|>) (?P<dst>[^\s,)]+)"
-    r"(?P<tail>(?P<complete_tcp>, flags: ?[A-Z]+(?: [A-Z]+)* ?, seq:\d+ ack:\d+, win:\d+, tcplen:\d+)?.*)"
+    r"(?P<direction>from|to) (?P<interface>.{1,512}?), proto:(?P<proto>[^,\s]{0,32}),? ?"
+    r"(?:len:(?P<len>[^,]*+), ?)?(?:ip/port: ?)?"
+    r"(?P<src>\S{1,128}+) (?:->|>) (?P<dst>[^\s,)]{1,128})"
+    r"(?P<tail>(?P<complete_tcp>, flags: ?[A-Z]+(?: [A-Z]+)* ?, seq:\d+ ack:\d+, win:\d+, tcplen:\d+)?.{0,1024})"
 )
 _DIRECTIONS = {"from": Direction.FROM, "to": Direction.TO}
 _TCP_FLAGS = re.compile(r"flags:\s*([A-Z]+(?: [A-Z]+)*)")
@@ -74,7 +83,7 @@ _NUMBER_FIELDS = re.compile(r"\b(seq|ack|win|tcplen|udplen):(\d+)")
 # FTP: Bounce attack attempt: client: 1.2.3.4, server: 5.6.7.8, command: PORT 10,11,12,13,14,15
 _FTP = re.compile(
     r"FTP: (?P<kind>Bounce attack attempt|Malicious server reply): "
-    r"client: (?P<client>[^,\s]+), server: (?P<server>[^,\s]+)"
+    r"client: (?P<client>[^,\s]++), server: (?P<server>[^,\s]++)"
     r"(?:, (?:command|response):? ?(?P<detail>.*))?"
 )
 _FTP_KINDS = {
@@ -85,7 +94,9 @@ _FTP_KINDS = {
 # Authentication: <service>: Client: <address>: <reason>. Service names hold
 # blanks, IPv6 clients hold colons, reasons hold ": " -- so the client ends at
 # the first colon followed by a blank, and the reason is the rest.
-_AUTH = re.compile(r"Authentication: (?P<service>.+?): Client: (?P<client>.+?): (?P<reason>.*)")
+# Service names and client addresses are short: the lazy repeats are bounded,
+# so that a sender's long line is not tried at each of its characters.
+_AUTH = re.compile(r"Authentication: (?P<service>.{1,128}?): Client: (?P<client>.{1,64}?): (?P<reason>.*)")
 _AUTH_SERVICES = {
     "admin": AuthService.ADMIN,
     "webadmin": AuthService.WEBADMIN,
@@ -114,19 +125,16 @@ _REASON_USER = (
 # IPS: Packet drop, severity: High, Rule ID: 1:2010575 ET TROJAN ..., proto:TCP,
 #      ip/port:A:80(host) > B:50211(host,user:jdoe)
 # Some renderings lose the ", " before "proto:". The rule name runs up to the
-# first ", proto:" (or "proto:", or the end), as a lazy ".*?" would find it;
-# it is matched greedily instead, a whole run of characters that cannot start
-# that ending at a time, because the lazy form costs twice as much. The
-# branches share no character and the loop is possessive (it never gives back:
-# nothing before the first ending could end the name), so that a line that
-# does not match fails in linear time.
-_RULE_NAME_END = r",? ?(?:proto:|$)"
-_IPS = re.compile(
-    r"IPS: (?P<action>Packet drop|Alert), severity: (?P<severity>[^,]*)"
-    rf"(?:, Rule ID: (?P<rule_id>\S+)(?: (?P<rule_name>(?:[^, p\n]+|(?!{_RULE_NAME_END})[, p])*+))?"
-    rf"(?={_RULE_NAME_END}),? ?)?"
-    r"(?:proto:(?P<proto>[^,\s]*), ?ip/port: ?(?P<src>\S+) (?:->|>) (?P<dst>\S+))?"
-)
+# first ", proto:" (or "proto:", or the end), as the lazy pattern
+#
+#   , Rule ID: (?P<rule_id>\S+)(?: (?P<rule_name>.*?))?,? ?(?=proto:|$)
+#
+# would find it. A sender chooses the rule name, so it is not matched by a
+# regex at all (which tries the ending at each of its characters, at some
+# hundred nanoseconds each) but found with str.find: see ``_ips_fields``.
+_IPS_HEAD = re.compile(r"IPS: (?P<action>Packet drop|Alert), severity: (?P<severity>[^,]*)")
+_IPS_RULE_ID = re.compile(r", Rule ID: (\S+)")
+_IPS_PACKET = re.compile(r"proto:(?P<proto>[^,\s]*+), ?ip/port: ?(?P<src>\S++) (?:->|>) (?P<dst>\S+)")
 _IPS_ACTIONS = {"Packet drop": IpsAction.DROP, "Alert": IpsAction.ALERT}
 _IPS_SEVERITIES = {s.value: s for s in IpsSeverity}
 
@@ -322,7 +330,11 @@ class _AntiSpoofingReader:
 
 
 def _tcp_fields(tail: str) -> tuple[dict[str, object], list[str]]:
-    """The TCP fields of an anti-spoofing line's tail, and the names of those missing."""
+    """The TCP fields of an anti-spoofing line's tail, and the names of those missing.
+
+    Kerio writes them in the tail's first hundred characters: the tail is
+    read up to 1,024 characters, so that a sender's 64 KiB one is not.
+    """
     numbers = dict(_NUMBER_FIELDS.findall(tail))
     fields: dict[str, object] = {}
     missing = []
@@ -402,8 +414,24 @@ class _AuthFailureReader:
         )
 
 
-@functools.lru_cache(maxsize=4096)
 def classify_reason(reason: str) -> ReasonClass:
+    # Reasons repeat; a long one (a sender's choice) is classified afresh
+    # rather than held in the cache, from its two ends only: Kerio's wording
+    # is there, around the user name, and a 64 KiB middle is not searched
+    # for each class's words.
+    if len(reason) > MAX_CACHED_TEXT:
+        if len(reason) > 2 * MAX_CACHED_TEXT:
+            reason = reason[:MAX_CACHED_TEXT] + " " + reason[-MAX_CACHED_TEXT:]
+        return _classify_reason(reason)
+    return _classify_reason_cached(reason)
+
+
+@functools.lru_cache(maxsize=4096)
+def _classify_reason_cached(reason: str) -> ReasonClass:
+    return _classify_reason(reason)
+
+
+def _classify_reason(reason: str) -> ReasonClass:
     folded = reason.casefold()
     for reason_class, words in _REASON_CLASSES:
         if any(word in folded for word in words):
@@ -419,9 +447,84 @@ def _reason_user(reason: str) -> str | None:
     return None
 
 
+def _ips_fields(text: str) -> dict[str, str | None] | None:
+    """The fields of an IPS line, as the lazy pattern above reads them, in linear time."""
+    head = _IPS_HEAD.match(text)
+    if head is None:
+        return None
+    fields: dict[str, str | None] = {"action": head["action"], "severity": head["severity"],
+                                      "rule_id": None, "rule_name": None}
+    packet_at = head.end()
+    rule = _IPS_RULE_ID.match(text, packet_at)
+    if rule is not None:
+        read = _rule(text, rule.start(1), rule.end(1))
+        if read is not None:
+            id_end, name_end, packet_at = read
+            fields["rule_id"] = text[rule.start(1):id_end]
+            if name_end >= 0:
+                fields["rule_name"] = text[id_end + 1:name_end]
+    packet = _IPS_PACKET.match(text, packet_at)
+    fields.update(proto=None, src=None, dst=None) if packet is None else fields.update(packet.groupdict())
+    return fields
+
+
+def _rule(text: str, id_start: int, run_end: int) -> tuple[int, int, int] | None:
+    """Where the rule ID ends, where the rule name ends (-1: none), and where
+    the packet part begins; None when no rule can be read.
+
+    The lazy pattern's ID is a run of non-blanks, given back from its end
+    until what follows reads; its name, when a space follows the whole run,
+    runs to the first ending. Both are found with str.find and str.rfind.
+    """
+    if text.startswith(" ", run_end):  # a name, if an ending comes
+        name_end = _first_ending(text, run_end + 1)
+        if name_end >= 0:
+            return run_end, name_end, _ending(text, name_end)
+    if _ending(text, run_end) >= 0:
+        return run_end, -1, _ending(text, run_end)
+    # The ID given back to its last "proto:" or to a comma that ends the line.
+    last = text.rfind("proto:", id_start + 1, run_end)
+    if _at_end(text, run_end) and text[run_end - 1] == "," and run_end - 1 > id_start:
+        last = max(last, run_end - 1)
+    if last < 0:
+        return None
+    return last, -1, _ending(text, last)
+
+
+def _ending(text: str, at: int) -> int:
+    """Where ``,? ?(?=proto:|$)`` at ``at`` leads: to "proto:" or the end; -1 when it does not match."""
+    end = len(text)
+    if at < end and text[at] == ",":
+        at += 1
+    if at < end and text[at] == " ":
+        at += 1
+    return at if _at_end(text, at) or text.startswith("proto:", at) else -1
+
+
+def _at_end(text: str, at: int) -> bool:
+    """Whether a regex's ``$`` matches at ``at``: the end, or before a last newline."""
+    return at == len(text) or (at == len(text) - 1 and text[at] == "\n")
+
+
+def _first_ending(text: str, start: int) -> int:
+    """The first place from ``start`` on, on the same line, where ``_ending`` matches; -1 if none."""
+    newline = text.find("\n", start)
+    limit = len(text) if newline < 0 else newline
+    candidates = []
+    proto = text.find("proto:", start, limit)
+    if proto >= 0:
+        candidates += [proto - 2, proto - 1, proto]
+    if _at_end(text, limit):
+        candidates += [limit - 2, limit - 1, limit]
+    for at in sorted(candidates):
+        if at >= start and _ending(text, at) >= 0:
+            return at
+    return -1
+
+
 class _IpsReader:
-    def _scan(self, text: str) -> tuple[re.Match[str], IpsAction, IpsSeverity, list[str]] | None:
-        match = _IPS.match(text)
+    def _scan(self, text: str) -> tuple[dict[str, str | None], IpsAction, IpsSeverity, list[str]] | None:
+        match = _ips_fields(text)
         if match is None:
             return None
         defects = []
@@ -429,8 +532,9 @@ class _IpsReader:
             defects.append("rule")
         if match["proto"] is None or not _is_endpoint(match["src"]) or not _is_endpoint(match["dst"]):
             defects.append("endpoints")
-        severity = _IPS_SEVERITIES.get(match["severity"].strip().casefold(), IpsSeverity.OTHER)
-        return match, _IPS_ACTIONS[match["action"]], severity, defects
+        severity = _IPS_SEVERITIES.get(match["severity"].strip().casefold(),  # type: ignore[union-attr]
+                                       IpsSeverity.OTHER)
+        return match, _IPS_ACTIONS[match["action"]], severity, defects  # type: ignore[index]
 
     def summary(self, text: str) -> RecordSummary:
         scanned = self._scan(text)
@@ -459,7 +563,7 @@ class _IpsReader:
             defects=tuple(defects),
             action=action,
             severity=severity,
-            severity_name=match["severity"].strip(),
+            severity_name=match["severity"].strip(),  # type: ignore[union-attr]
             **fields,  # type: ignore[arg-type]
         )
 
@@ -496,17 +600,24 @@ def parse_endpoint(text: str) -> Endpoint | None:
     except KeyError:
         pass
     endpoint = _parse_endpoint(text)
-    if len(_ENDPOINTS) >= _ENDPOINT_CACHE_SIZE:
-        _ENDPOINTS.clear()
-    _ENDPOINTS[text] = endpoint
+    if len(text) <= MAX_CACHED_TEXT:
+        if len(_ENDPOINTS) >= _ENDPOINT_CACHE_SIZE:
+            _ENDPOINTS.clear()
+        _ENDPOINTS[text] = endpoint
     return endpoint
 
 
 _ENDPOINT_CACHE_SIZE = 16384
+MAX_ENDPOINT = 1024
+# Longer keys are not cached: the caches' memory is bounded in bytes.
+MAX_CACHED_TEXT = 256
 _ENDPOINTS: dict[str, Endpoint | None] = {}
 
 
 def _parse_endpoint(text: str) -> Endpoint | None:
+    # An address, a port, a host name and a user name: never longer than this.
+    if len(text) > MAX_ENDPOINT:
+        return None
     quad_port = _QUAD_PORT.fullmatch(text)
     if quad_port is not None:  # the common case, in one match
         a, b, c, d, number = map(int, quad_port.groups())
@@ -554,6 +665,10 @@ def _address(text: str) -> IPAddress | None:
             a, b, c, d = map(int, quad.groups())
             if a < 256 and b < 256 and c < 256 and d < 256:
                 return IPv4Address(a << 24 | b << 16 | c << 8 | d)
+        return None
+    # The longest IPv6 text is 45 characters, 64 with a zone ("%eth0");
+    # ip_address() would split a sender's 64 KiB at every colon first.
+    if len(text) > 64:
         return None
     try:
         return ip_address(text)

@@ -39,6 +39,12 @@ _SHAPE_LIMIT = 16384
 # One tag a sender address and HOSTNAME (and TLS firewall): past this many
 # they are forgotten and resolved again.
 _TAG_LIMIT = 65536
+# Caches keyed by what a sender wrote hold only short keys, so that their
+# memory is bounded in bytes, not only in entries: a longer HOSTNAME is no
+# host tag anyway (collector.hosts.MAX_HOST_LENGTH), and a longer shape key
+# is read in full each time.
+MAX_CACHED_HOSTNAME = 255
+MAX_CACHED_SHAPE_KEY = 512
 
 _log = Logger(namespace=__name__)
 
@@ -282,9 +288,15 @@ class Pipeline:
 
     def _summary_of_shape(self, key: tuple[bytes | None, ...], shape: re.Match[bytes]) -> RecordSummary:
         """The summary of every message of a shape, read in full from one of them."""
-        if len(self._summaries) >= _SHAPE_LIMIT:
-            self._summaries.clear()
-        summary = self._summaries[key] = summarize(msg_of(shape))
+        summary = summarize(msg_of(shape))
+        size = 0
+        for field in key:
+            if field is not None:
+                size += len(field)
+        if size <= MAX_CACHED_SHAPE_KEY:
+            if len(self._summaries) >= _SHAPE_LIMIT:
+                self._summaries.clear()
+            self._summaries[key] = summary
         return summary
 
     def _resolve(self, hostname_field: bytes | None, sender: Sender, firewall: Firewall | None,
@@ -294,9 +306,10 @@ class Pipeline:
         tag = self._tags.get(tag_key)
         if tag is None:
             tag = self._tag(hostname_field, sender, firewall)
-            if len(self._tags) >= _TAG_LIMIT:
-                self._tags.clear()
-            self._tags[tag_key] = tag
+            if hostname_field is None or len(hostname_field) <= MAX_CACHED_HOSTNAME:
+                if len(self._tags) >= _TAG_LIMIT:
+                    self._tags.clear()
+                self._tags[tag_key] = tag
         host, host_metrics, overflow, name, flags = tag
         key = (name, sender.text)
         part = archived.get(key)

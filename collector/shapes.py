@@ -102,10 +102,13 @@ _ANTI_SPOOFING = (
     + _optional(rb"[^\n]*[^\n \t\r]") + rb"(?:(?<=(\)))|)[ \t\r]*+\Z"
 )
 # IPS: action and severity in one group; the rule name holds no comma and
-# no "proto:"; endpoints may carry "(hostname,user:name)".
+# no "proto:", and is at most 256 characters (a longer one, a sender's
+# choice, would cost a lookahead at each "p": it is read in full instead);
+# endpoints may carry "(hostname,user:name)".
 _IPS_ENDPOINT = _ENDPOINT + _optional(rb"\([!-~]*\)")
 _IPS = (
-    rb"IPS: ((?:Packet drop|Alert), severity: [^,]*+), Rule ID: [!-+\--~]++ [^,p\n]*+(?:p(?!roto:)[^,p\n]*+)*+"
+    rb"IPS: ((?:Packet drop|Alert), severity: [^,]*+), Rule ID: [!-+\--~]++ "
+    rb"(?=[^,\n]{0,256}+,)[^,p\n]*+(?:p(?!roto:)[^,p\n]*+)*+"
     rb", proto:[!-+\--~]*+, ip/port:" + _IPS_ENDPOINT + rb" -?> " + _IPS_ENDPOINT + _END
 )
 # The whole reason is captured: its class is read from its words.

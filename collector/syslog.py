@@ -245,7 +245,9 @@ def _read_3164(data: bytes, pos: int) -> tuple[
     bsd = None
     match = _BSD_TIMESTAMP.match(data, pos)
     if match is not None:
-        bsd = _bsd_timestamp(match.group())
+        # The stamp without the run of spaces after it, which a sender can
+        # make as long as it likes: the cache's keys stay short.
+        bsd = _bsd_timestamp(match.group()[:32])
     else:
         match = _ISO_TIMESTAMP.match(data, pos)
         if match is not None:
@@ -290,8 +292,23 @@ def _nil_or_text(field: bytes) -> str | None:
     return field.decode("utf-8", "replace")
 
 
-@functools.lru_cache(maxsize=4096)
 def _iso_datetime(field: bytes) -> datetime | None:
+    # Timestamps repeat; one with a long fraction (a sender's choice) is read
+    # afresh rather than held in the cache.
+    if len(field) > _MAX_CACHED_TIMESTAMP:
+        return _read_iso_datetime(field)
+    return _cached_iso_datetime(field)
+
+
+_MAX_CACHED_TIMESTAMP = 64
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_iso_datetime(field: bytes) -> datetime | None:
+    return _read_iso_datetime(field)
+
+
+def _read_iso_datetime(field: bytes) -> datetime | None:
     try:
         text = field.decode("ascii")
         if "." in text:
