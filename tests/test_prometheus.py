@@ -129,7 +129,10 @@ def collector(tmp_path_factory, workers):
     """A collector in one process, or a supervisor serving the metrics of two workers."""
     workdir = tmp_path_factory.mktemp("prometheus-collector")
     config = workdir / "collector.toml"
-    config.write_text(f"[workers]\ncount = {workers}\n")
+    # A registered firewall that sends nothing: the counters labelled by
+    # registered firewalls (impersonations) exist from the start.
+    config.write_text(f"[workers]\ncount = {workers}\n"
+                      '[[firewall]]\nname = "fw-registered"\naddresses = ["192.0.2.1"]\n')
     process = CollectorProcess(workdir, config=str(config))
     yield process
     process.kill()
