@@ -130,8 +130,8 @@ def main() -> None:
                         os.rename(day_file.path, moved / f"{day_file.day}-{int(now)}.log")
                 collector.process.send_signal(signal.SIGHUP)
                 # Connections over the per-sender limit are refused, not piled up;
-                # from another address, so that the senders' own stay under it.
-                extra = [collector.connect_tcp(source="127.0.0.2") for _ in range(10)]
+                # from another network, so that the senders' own stay under it.
+                extra = [collector.connect_tcp(source="127.0.9.2") for _ in range(10)]
                 next_move += 60
             if now >= next_sample:
                 rss, fds = rss_and_fds(pid)

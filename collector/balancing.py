@@ -50,7 +50,7 @@ from zope.interface import implementer
 from collector.config import ListenAddress
 from collector.hosts import normalize_ip
 from collector.pipeline import RateLimitedLog, Sender
-from collector.protocols import ConnectionLimits
+from collector.slots import ConnectionSlots
 
 KIND_TCP = b"t"
 KIND_TLS = b"s"
@@ -62,7 +62,10 @@ UDP_BOUND = b"u"
 UNHANDED = b"!"
 HANDOVER_FAILED = "handover_failed"
 _KIND_NAMES = {KIND_TCP: "tcp", KIND_TLS: "tls"}
-# Sent instead of the kind: the connection is over this limit (ConnectionLimits.admit).
+# To a worker, without a descriptor: close a connection of this sender (a
+# network, see collector.slots) so that another may connect.
+EVICT = b"x"
+# Sent instead of the kind: the connection is over this limit (ConnectionSlots.admit).
 _REFUSAL_KINDS = {"too_many_connections": b"0", "too_many_from_sender": b"1"}
 _REFUSALS = {kind: reason for reason, kind in _REFUSAL_KINDS.items()}
 # A worker finds its end of the channel at this descriptor.
@@ -164,7 +167,7 @@ class Balancer:
     ``on_change`` is given each worker's open connections whenever they change.
     """
 
-    def __init__(self, reactor: Any, on_change: Callable[[dict[int, int]], None], limits: ConnectionLimits) -> None:
+    def __init__(self, reactor: Any, on_change: Callable[[dict[int, int]], None], limits: ConnectionSlots) -> None:
         self._reactor = reactor
         self.channels: dict[int, WorkerChannel] = {}
         self._on_change = on_change
@@ -191,9 +194,12 @@ class Balancer:
     def hand_over(self, connection: socket.socket, kind: bytes, sender: Sender) -> bool:
         """Give a connection to the worker with the fewest open, or to be
         refused when it is over a limit; False if no worker took it."""
-        refusal = self._limits.admit(sender.ip)
+        admission = self._limits.admit(sender.ip)
+        refusal = admission.refusal
         if refusal is not None:
             kind = _REFUSAL_KINDS[refusal]
+        elif admission.evict is not None:
+            self._evict(admission.evict)
         # Ties go to the worker handed fewer so far: short connections alternate too.
         for channel in sorted(self.channels.values(), key=lambda c: (c.open, c.handed)):
             if channel.hand_over(connection, kind, sender, refusal is None):
@@ -204,6 +210,13 @@ class Balancer:
         self.unhanded += 1
         self._last_unhanded = sender
         return False
+
+    def _evict(self, sender: str) -> None:
+        """Ask a worker that holds a connection of ``sender`` to close one."""
+        for channel in self.channels.values():
+            if any(self._limits.sender_of(ip) == sender for ip in channel.senders):
+                channel.send(EVICT + sender.encode("ascii"))
+                return
 
     def _tell_unhanded(self, channel: WorkerChannel) -> None:
         if self.unhanded and self._last_unhanded is not None:
@@ -337,8 +350,9 @@ class ConnectionReceiver(Protocol):
     log = Logger()
 
     def __init__(self, reactor: Any, factories: dict[bytes, Factory],
-                 refuse: Callable[[Sender, str], None]) -> None:
+                 refuse: Callable[[Sender, str], None], evict: Callable[[str], None] = lambda sender: None) -> None:
         self._reactor = reactor
+        self._evict = evict
         self._factories = {kind: _ReportClosed(factory, self) for kind, factory in factories.items()}
         self._refuse = refuse
         self._descriptors: deque[int] = deque()
@@ -357,6 +371,8 @@ class ConnectionReceiver(Protocol):
                 count, _, address = line[1:].partition(b" ")
                 for _ in range(int(count)):
                     self._refuse(_sender(address), HANDOVER_FAILED)
+            elif kind == EVICT:
+                self._evict(line[1:].decode("ascii"))
             else:
                 self._take(kind, _sender(line[1:]))
 
@@ -434,10 +450,11 @@ class HandedOverConnections(Service):
     log = Logger()
 
     def __init__(self, reactor: Any, channel: int, factories: dict[bytes, Factory],
-                 drains: list[Callable[[], Deferred[None]]], refuse: Callable[[Sender, str], None]) -> None:
+                 drains: list[Callable[[], Deferred[None]]], refuse: Callable[[Sender, str], None],
+                 evict: Callable[[str], None] = lambda sender: None) -> None:
         self._reactor = reactor
         self._channel = channel
-        self._receiver = ConnectionReceiver(reactor, factories, refuse)
+        self._receiver = ConnectionReceiver(reactor, factories, refuse, evict)
         self._kinds = ", ".join(_KIND_NAMES[kind] for kind in factories)
         self._drains = drains
 

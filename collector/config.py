@@ -106,6 +106,15 @@ def _non_negative_int(value: object) -> int:
     return number
 
 
+def _prefix(bits: int) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        number: int = _typed(int, f"a prefix length, 0 to {bits}")(value)
+        if not 0 <= number <= bits:
+            raise ValueError(f"expected a prefix length, 0 to {bits}, got {number}")
+        return number
+    return parse
+
+
 def _positive_seconds(value: object) -> float:
     number = _typed((int, float), "a number of seconds")(value)
     if not number > 0:
@@ -185,7 +194,14 @@ class TlsSettings:
 class LimitSettings:
     max_connections: int = _setting(2000, _positive_int, "open TCP and TLS connections in all")
     max_connections_per_sender: int = _setting(
-        32, _positive_int, "open TCP and TLS connections from one sender address")
+        32, _positive_int, "open TCP and TLS connections from one sender (a registered firewall's address, "
+        "or the network of sender_prefix_ipv4 / sender_prefix_ipv6 of any other)")
+    sender_prefix_ipv4: int = _setting(
+        24, _prefix(32), "unregistered IPv4 senders are counted by networks of this prefix length")
+    sender_prefix_ipv6: int = _setting(
+        64, _prefix(128), "unregistered IPv6 senders are counted by networks of this prefix length")
+    handshake_timeout_seconds: float = _setting(
+        10.0, _positive_seconds, "a TLS connection that has not finished its handshake by then is closed")
     idle_timeout_seconds: float = _setting(
         600.0, _positive_seconds, "a connection that sends nothing for this long is closed")
     frame_timeout_seconds: float = _setting(

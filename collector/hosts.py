@@ -116,6 +116,10 @@ class HostRegistry:
         """How many distinct unregistered host tags have been given out."""
         return len(self._unregistered_tags)
 
+    def registered(self, sender_ip: str) -> bool:
+        """Whether an address is a registered firewall's (relays included)."""
+        return self.firewall_for(sender_ip) is not None
+
     def firewall_for(self, sender_ip: str) -> Firewall | None:
         try:
             return self._by_sender[sender_ip]

@@ -83,7 +83,7 @@ _NUMBER_FIELDS = re.compile(r"\b(seq|ack|win|tcplen|udplen):(\d+)")
 # FTP: Bounce attack attempt: client: 1.2.3.4, server: 5.6.7.8, command: PORT 10,11,12,13,14,15
 _FTP = re.compile(
     r"FTP: (?P<kind>Bounce attack attempt|Malicious server reply): "
-    r"client: (?P<client>[^,\s]++), server: (?P<server>[^,\s]++)"
+    r"client: (?P<client>[^,\s]{1,64}+), server: (?P<server>[^,\s]{1,64}+)"
     r"(?:, (?:command|response):? ?(?P<detail>.*))?"
 )
 _FTP_KINDS = {
@@ -134,7 +134,8 @@ _REASON_USER = (
 # hundred nanoseconds each) but found with str.find: see ``_ips_fields``.
 _IPS_HEAD = re.compile(r"IPS: (?P<action>Packet drop|Alert), severity: (?P<severity>[^,]*)")
 _IPS_RULE_ID = re.compile(r", Rule ID: (\S+)")
-_IPS_PACKET = re.compile(r"proto:(?P<proto>[^,\s]*+), ?ip/port: ?(?P<src>\S++) (?:->|>) (?P<dst>\S+)")
+_IPS_PACKET = re.compile(
+    r"proto:(?P<proto>[^,\s]{0,32}+), ?ip/port: ?(?P<src>\S{1,1024}+) (?:->|>) (?P<dst>\S{1,1024})")
 _IPS_ACTIONS = {"Packet drop": IpsAction.DROP, "Alert": IpsAction.ALERT}
 _IPS_SEVERITIES = {s.value: s for s in IpsSeverity}
 

@@ -34,7 +34,7 @@ REFUSAL_REASONS = ("unregistered",)
 CONNECTION_REFUSAL_REASONS = (
     "unregistered", "too_many_connections", "too_many_from_sender", "tls_subject_mismatch",
     "tls_handshake", "descriptors", "handover_failed")
-CLOSE_REASONS = ("idle", "frame_timeout")
+CLOSE_REASONS = ("idle", "frame_timeout", "handshake_timeout", "evicted")
 DROP_REASONS = ("archive_retry_buffer_full", "archive_unwritable_at_stop", "rate_limited")
 # Bytes a connection held in the kernel when the collector closed it unread.
 DISCARD_REASONS = ("refused", "unread_at_close")
@@ -223,7 +223,7 @@ class CollectorMetrics:
             "refused_connections_total", "TCP and TLS connections refused, by reason", ("reason",))
         self.closed_connections = counter(
             "closed_connections_total",
-            "Connections closed by the collector's limits (idle, frame_timeout)", ("reason",))
+            "Connections closed by the collector's limits, by reason", ("reason",))
         self.rate_limited = counter(
             "rate_limited_messages_total",
             "UDP messages dropped because their sender exceeded limits.max_messages_per_second_per_sender",

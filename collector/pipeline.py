@@ -38,7 +38,7 @@ SKEW_SAMPLE_INTERVAL = 1.0
 _SHAPE_LIMIT = 16384
 # One tag a sender address and HOSTNAME (and TLS firewall): past this many
 # they are forgotten and resolved again.
-_TAG_LIMIT = 65536
+_TAG_LIMIT = 16384
 # Caches keyed by what a sender wrote hold only short keys, so that their
 # memory is bounded in bytes, not only in entries: a longer HOSTNAME is no
 # host tag anyway (collector.hosts.MAX_HOST_LENGTH), and a longer shape key

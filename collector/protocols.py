@@ -30,6 +30,7 @@ from collector.framing import StreamDecoder, datagram_message
 from collector.metrics import CollectorMetrics
 from collector.pipeline import Pipeline, RateLimitedLog, Sender
 from collector.records import Transport
+from collector.slots import ConnectionSlots
 from collector.tls import subject_common_name
 
 # Why a connection is not being read: each must be lifted before it is read again.
@@ -40,7 +41,7 @@ OVER_RATE = "rate"
 DRAIN_QUIET_SECONDS = 0.2
 # How often idle connections and incomplete frames are looked for.
 SWEEP_INTERVAL = 1.0
-_SENDER_CACHE_LIMIT = 65536
+_SENDER_CACHE_LIMIT = 16384
 # Twisted reads a TCP connection in pieces of its transport's ``bufferSize``
 # (64 KiB). A connection whose every read comes back full has more waiting,
 # and reading it in larger pieces shares the pipeline's work per call (per
@@ -244,35 +245,6 @@ def next_read_size(size: int, received: int, least: int) -> int:
     return size
 
 
-class ConnectionLimits:
-    """Open connections in all and per sender address, shared by the TCP and TLS listeners."""
-
-    def __init__(self, max_total: int, max_per_sender: int) -> None:
-        self.max_total = max_total
-        self.max_per_sender = max_per_sender
-        self._total = 0
-        self._per_sender: dict[str, int] = {}
-
-    def admit(self, sender_ip: str) -> str | None:
-        """Take a place for a new connection, or say why there is none."""
-        if self._total >= self.max_total:
-            return "too_many_connections"
-        count = self._per_sender.get(sender_ip, 0)
-        if count >= self.max_per_sender:
-            return "too_many_from_sender"
-        self._total += 1
-        self._per_sender[sender_ip] = count + 1
-        return None
-
-    def release(self, sender_ip: str) -> None:
-        self._total -= 1
-        count = self._per_sender[sender_ip] - 1
-        if count:
-            self._per_sender[sender_ip] = count
-        else:
-            del self._per_sender[sender_ip]
-
-
 @implementer(IHandshakeListener)
 class SyslogStreamProtocol(Protocol):
     """Syslog over one TCP or TLS connection, framed per RFC 6587 (RFC 5425 for TLS)."""
@@ -284,7 +256,10 @@ class SyslogStreamProtocol(Protocol):
     # Accepted as a sender: its messages are processed.
     _accepted = False
     _firewall: Firewall | None = None
-    _handshake_done = False
+    handshake_done = False
+    # Closed so that a registered firewall or a newcomer could connect.
+    evicted = False
+    _handshake_timed_out = False
     # When the connection was last held back for its sender's rate.
     _held_since = 0.0
     _release: IDelayedCall | None = None
@@ -308,11 +283,16 @@ class SyslogStreamProtocol(Protocol):
             # Fixed from the first read; the kernel's own starts small and
             # grows as the connection is read.
             set_receive_buffer(self.transport.getHandle(), factory.receive_buffer)
-        refusal = factory.limits.admit(self.sender.ip)
-        if refusal is not None:
-            self._refuse(refusal)
+        self.opened_at = self.last_data_at
+        # Over TLS, a connection's messages begin once its handshake is done.
+        self.handshake_done = not factory.tls
+        admission = factory.limits.admit(self.sender.ip, self)
+        if admission.refusal is not None:
+            self._refuse(admission.refusal)
             return
         self._admitted = True
+        if admission.victim is not None:
+            admission.victim.evict()  # type: ignore[attr-defined]
         factory.connection_opened(self)
         if not factory.tls:
             # Over TLS the client's certificate decides, once the handshake is done.
@@ -322,7 +302,7 @@ class SyslogStreamProtocol(Protocol):
                 self.transport.loseConnection()
 
     def handshakeCompleted(self) -> None:  # noqa: N802
-        self._handshake_done = True
+        self.handshake_done = True
         subject = subject_common_name(self.transport.getPeerCertificate())
         binding = self.factory.pipeline.hosts.tls_binding(self.sender.ip, subject)
         if binding.refusal is not None:
@@ -344,12 +324,15 @@ class SyslogStreamProtocol(Protocol):
         if self._least_read is not None:
             reader = self._reader
             reader.bufferSize = next_read_size(reader.bufferSize, len(data), self._least_read)
-        now = self.last_data_at = self.factory.clock.seconds()
+        now = self.factory.clock.seconds()
         decoder = self._decoder
         before = (decoder.truncated, decoder.skipped, decoder.misframed)
         frames = decoder.feed(data)
         if (decoder.truncated, decoder.skipped, decoder.misframed) != before:
             self._count_framing(*before)
+        if frames or decoder.pending:
+            # Trailers and blank lines alone keep no connection from being idle.
+            self.last_data_at = now
         if frames:
             self._deliver(frames)
         if decoder.pending == 0:
@@ -372,11 +355,11 @@ class SyslogStreamProtocol(Protocol):
             if frames:
                 self._archive(frames)
         if self._admitted:
-            if self.factory.tls and not self._handshake_done:
+            if self.factory.tls and not self.handshake_done and not self._handshake_timed_out:
                 # No certificate, an untrusted one, or no TLS at all.
                 self.factory.pipeline.refuse_connection(
                     self.sender, "tls_handshake", error=reason.getErrorMessage())
-            self.factory.limits.release(self.sender.ip)
+            self.factory.limits.release(self.sender.ip, self)
             self.factory.connection_closed(self)
 
     def close(self, reason: str) -> None:
@@ -385,6 +368,19 @@ class SyslogStreamProtocol(Protocol):
         self.log.info("closing connection from {sender}: {reason}",
                       sender=self.sender.text.decode(), reason=reason)
         self.read_dry_and_close()
+
+    def evict(self) -> None:
+        """Close for another sender's sake (see collector.slots), once."""
+        if not self.evicted:
+            self.evicted = True
+            self.close("evicted")
+
+    def close_unfinished_handshake(self) -> None:
+        """A TLS client that has not finished its handshake in time holds a place for nothing."""
+        self._handshake_timed_out = True
+        self.factory.metrics.closed_connections.labels(reason="handshake_timeout").inc()
+        self.log.info("closing connection from {sender}: handshake_timeout", sender=self.sender.text.decode())
+        self.transport.abortConnection()
 
     def read_dry_and_close(self) -> None:
         """Read and archive what the kernel holds for the connection, then close it.
@@ -492,8 +488,9 @@ class SyslogStreamFactory(Factory):
     log = Logger()
 
     def __init__(self, pipeline: Pipeline, archive: Archive, metrics: CollectorMetrics,
-                 clock: IReactorTime, max_frame: int, limits: ConnectionLimits, *, tls: bool = False,
-                 idle_timeout: float = 600.0, frame_timeout: float = 30.0, receive_buffer: int = 0) -> None:
+                 clock: IReactorTime, max_frame: int, limits: ConnectionSlots, *, tls: bool = False,
+                 idle_timeout: float = 600.0, frame_timeout: float = 30.0, receive_buffer: int = 0,
+                 handshake_timeout: float = 10.0) -> None:
         self.pipeline = pipeline
         self.archive = archive
         # Connections paused until the archive catches up (backpressure).
@@ -507,6 +504,7 @@ class SyslogStreamFactory(Factory):
         self.transport_kind = Transport.TLS if tls else Transport.TCP
         self.idle_timeout = idle_timeout
         self.frame_timeout = frame_timeout
+        self.handshake_timeout = handshake_timeout
         # SO_RCVBUF of each connection (0: the kernel's own sizing).
         self.receive_buffer = receive_buffer
         self.connections: set[SyslogStreamProtocol] = set()
@@ -564,9 +562,14 @@ class SyslogStreamFactory(Factory):
                 d.callback(None)
 
     def sweep(self) -> None:
-        """Close idle connections, and those whose message never completes (slowloris)."""
+        """Close idle connections, those whose message never completes (slowloris), and
+        TLS connections whose handshake does not finish."""
         now = self.clock.seconds()
-        for protocol in [p for p in self.connections if not p.paused_for]:
+        if self.tls:
+            for protocol in [p for p in self.connections if not p.handshake_done]:
+                if now - protocol.opened_at >= self.handshake_timeout:
+                    protocol.close_unfinished_handshake()
+        for protocol in [p for p in self.connections if not p.paused_for and p.handshake_done]:
             if now - protocol.last_data_at >= self.idle_timeout:
                 protocol.close("idle")
             elif protocol.partial_since is not None and now - protocol.partial_since >= self.frame_timeout:

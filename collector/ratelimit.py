@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # Buckets kept at once; past this many senders they are forgotten and start
 # full again. Keys are addresses, so the memory stays a few MiB.
-MAX_BUCKETS = 65536
+MAX_BUCKETS = 16384
 
 
 class TokenBucket:

@@ -85,13 +85,14 @@ _ENDPOINT = _atomic(_ADDRESS + _optional(_PORT))
 _END = rb"(?=[ \t\r\n]|\Z)"
 
 # Anti-spoofing, both wordings. A TCP packet has every TCP field, as Kerio
-# writes them; an interface holds no comma. What the summary is read from,
+# writes them; an interface holds no comma, and (as an authentication's
+# service) is short: the full reading reads no longer one either. What the summary is read from,
 # direction to protocol, is one group: each field of a key costs a hash and
 # a comparison per message. A lookbehind on the protocol's last letters then
 # picks the rest of a TCP packet, or of a UDP or ICMP one. The empty group
 # after the packet marks whether the line ends with the closing parenthesis.
 _PACKET = (
-    rb"((?:from|to) [^,\n]++, proto:(?:TCP|UDP|ICMP))"
+    rb"((?:from|to) [^,\n]{1,512}+, proto:(?:TCP|UDP|ICMP))"
     rb"(?:(?<=TCP), len:[0-9]++, {ip}" + _ENDPOINT + rb" -> " + _ENDPOINT
     + rb", flags: ?+[A-Z]++(?: [A-Z]++)*+ ?+, seq:[0-9]++ ack:[0-9]++, win:[0-9]++, tcplen:[0-9]++"
     + rb"|(?<=[DM]P), len:[0-9]++, {ip}" + _ENDPOINT + rb" -?> " + _ENDPOINT + rb"(?=[,) \t\r\n]|\Z))"
@@ -112,7 +113,7 @@ _IPS = (
     rb", proto:[!-+\--~]*+, ip/port:" + _IPS_ENDPOINT + rb" -?> " + _IPS_ENDPOINT + _END
 )
 # The whole reason is captured: its class is read from its words.
-_AUTHENTICATION = rb"Authentication: ([^:\n]++): Client: " + _ADDRESS + rb": ([^\n]*+)\Z"
+_AUTHENTICATION = rb"Authentication: ([^:\n]{1,128}+): Client: " + _ADDRESS + rb": ([^\n]*+)\Z"
 _FTP = (rb"FTP: (Bounce attack attempt|Malicious server reply): client: " + _ADDRESS
         + rb", server: " + _ADDRESS + rb", (?:command|response): [!-~]")
 _ENGINE = rb"Engine: (Startup|Shutdown)\.?+[ \t\r\n]*+\Z"

@@ -41,7 +41,8 @@ from collector.metrics import (
     WorkersCollector,
 )
 from collector.pipeline import Pipeline
-from collector.protocols import ConnectionLimits, DescriptorShortage, SyslogDatagramProtocol, SyslogStreamFactory
+from collector.protocols import DescriptorShortage, SyslogDatagramProtocol, SyslogStreamFactory
+from collector.slots import ConnectionSlots
 from collector.tls import reload_revocation_lists, server_options
 from collector.web import metrics_site
 from collector.workers import (
@@ -53,6 +54,9 @@ from collector.workers import (
     worker_role,
 )
 
+# Connections the kernel completes before the collector accepts them: after an
+# outage every firewall reconnects at once (Twisted's default is 50).
+LISTEN_BACKLOG = 1024
 # With several workers, a past day's file is compressed once nobody wrote to it for this long.
 SHARED_FILE_QUIET_SECONDS = 120.0
 
@@ -331,7 +335,7 @@ def supervise(config: Config, plugin_args: list[str], reactor: Any) -> MultiServ
     supervisor_metrics = SupervisorMetrics(registry, config.workers.count)
     limits = config.limits
     balancer = Balancer(reactor, supervisor_metrics.connections,
-                        ConnectionLimits(limits.max_connections, limits.max_connections_per_sender))
+                        connection_slots(config, HostRegistry(config.firewalls, config.hosts.unregistered).registered))
 
     def balanced(address: ListenAddress, kind: bytes) -> BalancedPort:
         port = BalancedPort(reactor, address, kind, balancer)
@@ -349,6 +353,21 @@ def supervise(config: Config, plugin_args: list[str], reactor: Any) -> MultiServ
     ProcessesCollector(registry, supervisor.worker_pids)
     reactor.addSystemEventTrigger("after", "shutdown", supervisor.exit_if_failed)
     return service
+
+
+def connection_slots(config: Config, registered: Callable[[str], bool]) -> ConnectionSlots:
+    """The connection limits; ``registered`` says whether an address is a registered firewall's."""
+    limits = config.limits
+    return ConnectionSlots(limits.max_connections, limits.max_connections_per_sender,
+                           prefix_ipv4=limits.sender_prefix_ipv4, prefix_ipv6=limits.sender_prefix_ipv6,
+                           registered=registered)
+
+
+def evict_one(slots: ConnectionSlots, sender: str) -> None:
+    """Close a connection of ``sender``, as the supervisor of workers asked."""
+    victim = slots.evict_from(sender)
+    if victim is not None:
+        victim.evict()  # type: ignore[attr-defined]
 
 
 def build(config: Config, reactor: Any, role: WorkerRole | None = None) -> CollectorService:
@@ -392,13 +411,15 @@ def build(config: Config, reactor: Any, role: WorkerRole | None = None) -> Colle
                  else reactor.listenUDP(udp_at.port, datagrams, interface=udp_at.host, maxPacketSize=65536),
                  ).setServiceParent(service)
     limits = config.limits
-    connection_limits = ConnectionLimits(limits.max_connections, limits.max_connections_per_sender)
+    # The registry in use, which a reload replaces.
+    connection_limits = connection_slots(config, lambda ip: pipeline.hosts.registered(ip))
 
     def stream_factory(tls: bool) -> SyslogStreamFactory:
         return SyslogStreamFactory(
             pipeline, archive, metrics, reactor, listen.max_frame_bytes, connection_limits, tls=tls,
             idle_timeout=limits.idle_timeout_seconds, frame_timeout=limits.frame_timeout_seconds,
-            receive_buffer=0 if tls else listen.tcp_receive_buffer_bytes)
+            receive_buffer=0 if tls else listen.tcp_receive_buffer_bytes,
+            handshake_timeout=limits.handshake_timeout_seconds)
 
     # A worker does not listen: the supervisor hands it its share of the connections.
     handed_over: dict[bytes, Factory] = {}
@@ -410,7 +431,8 @@ def build(config: Config, reactor: Any, role: WorkerRole | None = None) -> Colle
             handed_over[KIND_TCP] = streams
             drains.append(drain)
         else:
-            Listener("tcp", "listen.tcp", lambda: reactor.listenTCP(tcp_at.port, streams, interface=tcp_at.host),
+            Listener("tcp", "listen.tcp", lambda: reactor.listenTCP(tcp_at.port, streams, backlog=LISTEN_BACKLOG,
+                                                                    interface=tcp_at.host),
                      after_stop=drain).setServiceParent(service)
     if config.tls.enabled and (tls_at := config.tls.listen) is not None:
         tls_streams = stream_factory(tls=True)
@@ -421,12 +443,13 @@ def build(config: Config, reactor: Any, role: WorkerRole | None = None) -> Colle
             drains.append(tls_drain)
         else:
             Listener("tls", "tls.listen",
-                     lambda: reactor.listenSSL(tls_at.port, tls_streams, context, interface=tls_at.host),
+                     lambda: reactor.listenSSL(tls_at.port, tls_streams, context, backlog=LISTEN_BACKLOG,
+                                               interface=tls_at.host),
                      after_stop=tls_drain).setServiceParent(service)
     if role is not None:
         SupervisorLink(reactor).setServiceParent(service)
         if handed_over:
-            HandedOverConnections(reactor, role.channel, handed_over, drains,
-                                  pipeline.refuse_connection).setServiceParent(service)
+            HandedOverConnections(reactor, role.channel, handed_over, drains, pipeline.refuse_connection,
+                                  partial(evict_one, connection_limits)).setServiceParent(service)
     return service
 

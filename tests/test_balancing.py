@@ -25,7 +25,7 @@ from collector.balancing import (
 )
 from collector.config import ListenAddress
 from collector.pipeline import Sender
-from collector.protocols import ConnectionLimits
+from collector.slots import ConnectionSlots
 from helpers import until
 
 
@@ -79,7 +79,7 @@ class Supervisor:
 
     def start(self, kind=KIND_TCP, workers=2, host="127.0.0.1", limits=None):
         self.counts = []
-        self.balancer = Balancer(reactor, self.counts.append, limits or ConnectionLimits(100, 100))
+        self.balancer = Balancer(reactor, self.counts.append, limits or ConnectionSlots(100, 100))
         self.workers = [Worker(index, self.balancer.open_channel(index), (KIND_TCP, KIND_TLS))
                         for index in range(workers)]
         self.port = BalancedPort(reactor, ListenAddress(host, 0), kind, self.balancer)
@@ -235,7 +235,7 @@ def refusals(s):
 
 @pytest_twisted.inlineCallbacks
 def test_the_limit_per_sender_holds_across_the_workers(supervisor):
-    s = supervisor.start(limits=ConnectionLimits(100, 3))
+    s = supervisor.start(limits=ConnectionSlots(100, 3))
     clients = []
     for _ in range(3):
         clients.append((yield s.ask()))
@@ -254,7 +254,7 @@ def test_the_limit_per_sender_holds_across_the_workers(supervisor):
 
 @pytest_twisted.inlineCallbacks
 def test_the_limit_in_all_holds_across_the_workers(supervisor):
-    s = supervisor.start(limits=ConnectionLimits(2, 100))
+    s = supervisor.start(limits=ConnectionSlots(2, 100))
     for _ in range(2):
         yield s.ask()
     refused = s.connect()
@@ -265,7 +265,7 @@ def test_the_limit_in_all_holds_across_the_workers(supervisor):
 
 @pytest_twisted.inlineCallbacks
 def test_a_worker_that_is_gone_frees_its_connections_places(supervisor):
-    s = supervisor.start(limits=ConnectionLimits(2, 100))
+    s = supervisor.start(limits=ConnectionSlots(2, 100))
     for _ in range(2):
         yield s.ask()
     s.workers[1].stop()
@@ -288,7 +288,7 @@ def reset(sock):
 
 @pytest_twisted.inlineCallbacks
 def test_a_sender_gone_before_its_worker_takes_the_connection_frees_its_place(supervisor, log_events):
-    s = supervisor.start(workers=1, limits=ConnectionLimits(1, 1))
+    s = supervisor.start(workers=1, limits=ConnectionSlots(1, 1))
     # Reset before the reactor runs: the worker finds the connection gone.
     reset(s.connect())
     yield until(lambda: {0: 1} in s.counts and s.counts[-1] == {0: 0})
@@ -301,7 +301,7 @@ def test_a_sender_gone_before_its_worker_takes_the_connection_frees_its_place(su
 
 @pytest_twisted.inlineCallbacks
 def test_a_connection_no_worker_takes_is_counted_by_the_next_worker(supervisor, log_events):
-    s = supervisor.start(workers=1, limits=ConnectionLimits(1, 1))
+    s = supervisor.start(workers=1, limits=ConnectionSlots(1, 1))
     s.workers[0].stop()
     yield until(lambda: not s.balancer.channels)
     refused = s.connect()
@@ -316,7 +316,7 @@ def test_a_connection_no_worker_takes_is_counted_by_the_next_worker(supervisor, 
 
 @pytest_twisted.inlineCallbacks
 def test_a_channel_closed_under_the_supervisor_frees_the_place_and_counts_once(supervisor):
-    s = supervisor.start(workers=0, limits=ConnectionLimits(1, 1))
+    s = supervisor.start(workers=0, limits=ConnectionSlots(1, 1))
     # A worker that is gone, before the supervisor's reactor has seen its channel close.
     s.balancer.open_channel(1).close()
     a, b = socket.socketpair()
@@ -336,7 +336,7 @@ def test_a_channel_closed_under_the_supervisor_frees_the_place_and_counts_once(s
 
 @pytest_twisted.inlineCallbacks
 def test_a_worker_out_of_descriptors_refuses_the_connection_and_frees_its_place(supervisor, log_events):
-    s = supervisor.start(workers=1, limits=ConnectionLimits(1, 1))
+    s = supervisor.start(workers=1, limits=ConnectionSlots(1, 1))
     with socket.create_server(("127.0.0.1", 0)) as server:
         client = socket.create_connection(server.getsockname())
         supervisor.clients.append(client)
@@ -361,7 +361,7 @@ def test_a_worker_out_of_descriptors_refuses_the_connection_and_frees_its_place(
 
 @pytest_twisted.inlineCallbacks
 def test_the_udp_address_a_worker_reports_reaches_the_supervisor():
-    balancer = Balancer(reactor, lambda counts: None, ConnectionLimits(100, 100))
+    balancer = Balancer(reactor, lambda counts: None, ConnectionSlots(100, 100))
     reported = []
     with balancer.open_channel(0, reported.append) as channel:
         report_udp_bound(channel.fileno(), "[::1]:5514")

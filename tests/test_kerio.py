@@ -488,12 +488,13 @@ def test_generated_ftp_parses_back(client, server, command):
     assert record.detail == (command or None)
 
 
-# The IPS pattern as first written, with a lazy rule name: the pattern in use
+# The IPS pattern as first written, with a lazy rule name (and the packet's
+# fields bounded as a sender's 64 KiB may not be read): the reading in use
 # must read every line the same way.
 IPS_AS_FIRST_WRITTEN = re.compile(
     r"IPS: (?P<action>Packet drop|Alert), severity: (?P<severity>[^,]*)"
     r"(?:, Rule ID: (?P<rule_id>\S+)(?: (?P<rule_name>.*?))?,? ?(?=proto:|$))?"
-    r"(?:proto:(?P<proto>[^,\s]*), ?ip/port: ?(?P<src>\S+) (?:->|>) (?P<dst>\S+))?"
+    r"(?:proto:(?P<proto>[^,\s]{0,32}), ?ip/port: ?(?P<src>\S{1,1024}) (?:->|>) (?P<dst>\S{1,1024}))?"
 )
 
 

@@ -13,10 +13,10 @@ from twisted.internet.testing import StringTransport
 from collector.balancing import KIND_TCP, BalancedPort, Balancer, ConnectionReceiver, OneProtocolFactory
 from collector.config import ListenAddress, UnregisteredPolicy
 from collector.pipeline import LOG_INTERVAL
+from collector.slots import ConnectionSlots
 from collector.protocols import (
     FULL_READ,
     MAX_READ_SIZE,
-    ConnectionLimits,
     SyslogDatagramProtocol,
     SyslogStreamFactory,
     next_read_size,
@@ -39,7 +39,7 @@ def receive(bench, protocol, *datagrams, sender=("192.0.2.1", 514)):
 
 def stream_factory(bench, max_frame=65536, limits=None, **kwargs):
     return SyslogStreamFactory(bench.pipeline, bench.archive, bench.metrics, bench.clock, max_frame,
-                               limits or ConnectionLimits(100, 10), **kwargs)
+                               limits or ConnectionSlots(100, 10), **kwargs)
 
 
 def connect(factory, host="192.0.2.1", port=40000):
@@ -250,23 +250,58 @@ def test_refused_connection_is_closed_at_once():
 
 def test_connection_limits_in_all_and_per_sender():
     bench = Bench()
-    limits = ConnectionLimits(max_total=3, max_per_sender=2)
+    limits = ConnectionSlots(max_total=3, max_per_sender=2)
     tcp_factory = stream_factory(bench, limits=limits)
     tls_factory = stream_factory(bench, limits=limits, tls=True)
-    first, _ = connect(tcp_factory, "192.0.2.1", 1)
+    first, first_transport = connect(tcp_factory, "192.0.2.1", 1)
     _, second = connect(tls_factory, "192.0.2.1", 2)
-    _, third = connect(tcp_factory, "192.0.2.1", 3)
+    # Another address of the same /24 is the same sender.
+    _, third = connect(tcp_factory, "192.0.2.77", 3)
     assert third.disconnecting and not second.disconnecting
     assert bench.value("syslog_collector_refused_connections_total", reason="too_many_from_sender") == 1.0
-    _, fourth = connect(tcp_factory, "192.0.2.2", 4)
-    _, fifth = connect(tcp_factory, "192.0.2.3", 5)
-    assert not fourth.disconnecting and fifth.disconnecting
+    _, fourth = connect(tcp_factory, "198.51.100.2", 4)
+    assert not fourth.disconnecting
+    # All places taken: a newcomer gets one from the sender holding the most,
+    # its longest-idle connection.
+    bench.clock.advance(1)
+    second_protocol = next(p for p in tls_factory.connections)
+    second_protocol.last_data_at = bench.clock.seconds()
+    _, fifth = connect(tcp_factory, "203.0.113.3", 5)
+    assert not fifth.disconnecting and first_transport.disconnecting and not second.disconnecting
+    assert bench.value("syslog_collector_closed_connections_total", reason="evicted") == 1.0
+    # No sender holds two more than the next newcomer would: refused.
+    _, sixth = connect(tcp_factory, "198.51.100.9", 6)
+    assert sixth.disconnecting
     assert bench.value("syslog_collector_refused_connections_total", reason="too_many_connections") == 1.0
     first.connectionLost()
-    _, sixth = connect(tcp_factory, "192.0.2.1", 6)
-    assert not sixth.disconnecting
     assert bench.value("syslog_collector_tcp_connections", transport="tcp") == 2.0
     assert bench.value("syslog_collector_tcp_connections", transport="tls") == 1.0
+
+
+def test_a_registered_firewall_always_gets_a_connection():
+    import ipaddress
+
+    from collector.config import Firewall
+    gw = Firewall(name="gw", networks=(ipaddress.ip_network("192.0.2.10/32"),))
+    bench = Bench(firewalls=(gw,))
+    limits = ConnectionSlots(max_total=4, max_per_sender=4, registered=bench.pipeline.hosts.registered)
+    factory = stream_factory(bench, limits=limits)
+    # One sender holds every place, from addresses of its own /24, the firewall's too.
+    flood = [connect(factory, f"192.0.2.{i}", i)[1] for i in range(20, 24)]
+    _, firewall = connect(factory, "192.0.2.10", 1)
+    assert not firewall.disconnecting
+    assert sum(t.disconnecting for t in flood) == 1
+    # A registered firewall's address is a sender of its own: the flood's
+    # per-sender cap does not count it.
+    assert bench.value("syslog_collector_refused_connections_total", reason="too_many_from_sender") == 0.0
+
+
+def test_ipv6_senders_are_counted_by_64():
+    limits = ConnectionSlots(max_total=100, max_per_sender=2)
+    assert limits.admit("2001:db8::1").refusal is None
+    assert limits.admit("2001:db8::ffff:2").refusal is None
+    assert limits.admit("2001:db8::3:3").refusal == "too_many_from_sender"
+    assert limits.admit("2001:db8:0:1::1").refusal is None
 
 
 def test_idle_connections_are_closed():
@@ -455,7 +490,7 @@ async def connected(factory):
 async def handed_over(factory):
     """As ``connected``, but the connection is accepted by a supervisor's
     port and handed to a worker's receiver, as with ``workers.count`` > 1."""
-    balancer = Balancer(reactor, lambda counts: None, ConnectionLimits(100, 10))
+    balancer = Balancer(reactor, lambda counts: None, ConnectionSlots(100, 10))
     receiver = ConnectionReceiver(reactor, {KIND_TCP: factory}, lambda sender, reason: None)
     receiver.start()
     channel = balancer.open_channel(0)

@@ -23,7 +23,7 @@ from collector.balancing import Balancer
 from collector.compiled import MESSAGE_PATH
 from collector.config import ListenAddress
 from collector.metrics import kernel_udp_sockets
-from collector.protocols import ConnectionLimits
+from collector.slots import ConnectionSlots
 from collector.workers import WORKER_ENV, listen_shared_udp, spread_at_random
 from collector_process import TWISTD, CollectorProcess, collector_environment, open_files, wait_until
 from helpers import until
@@ -98,11 +98,24 @@ def test_connection_limits_hold_for_all_the_workers_together(tmp_path):
         process.wait_for("syslog_collector_refused_connections_total", 1, reason="too_many_from_sender")
         assert from_one[3].recv(10) == b""  # the fourth, closed
         assert [process.sample("syslog_collector_worker_connections", worker=str(i)) for i in (0, 1)] == [2, 1]
-        # Three more from another loopback address: two fit under the limit in all.
-        others = [process.connect_tcp(source="127.0.0.2") for _ in range(3)]
+        # Three more from another network: two fit under the limit in all;
+        # the third would take one from the first sender, who holds only 3.
+        others = [process.connect_tcp(source="127.0.5.2") for _ in range(3)]
         process.wait_for("syslog_collector_refused_connections_total", 1, reason="too_many_connections")
         assert sum(process.sample("syslog_collector_worker_connections", worker=str(i)) for i in (0, 1)) == 5
-        for sock in from_one + others:
+        # A newcomer while the first sender holds 3 and it none: fair share, the
+        # first sender's longest-idle connection is closed by its worker.
+        for sock in others:
+            sock.close()
+        assert wait_until(lambda: sum(process.sample("syslog_collector_worker_connections", worker=str(i))
+                                      for i in (0, 1)) == 3)
+        fillers = [process.connect_tcp(source="127.0.6.2") for _ in range(2)]
+        newcomer = process.connect_tcp(source="127.0.7.2")
+        process.wait_for("syslog_collector_closed_connections_total", 1, reason="evicted")
+        assert from_one[0].recv(10) == b""  # the longest idle of the first sender
+        newcomer.sendall(b"<13>1 - newcomer app - - - Engine: Startup.\n")
+        process.wait_for("syslog_collector_received_messages_total", 1, host="newcomer", transport="tcp")
+        for sock in from_one + fillers + [newcomer]:
             sock.close()
     finally:
         process.kill()
@@ -167,7 +180,7 @@ def test_the_other_workers_start_on_the_udp_port_worker_0_bound(tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_worker_0_reports_the_udp_address_it_bound_over_its_channel(monkeypatch):
-    balancer = Balancer(reactor, lambda counts: None, ConnectionLimits(100, 100))
+    balancer = Balancer(reactor, lambda counts: None, ConnectionSlots(100, 100))
     reported = []
     ports = []
     try:
