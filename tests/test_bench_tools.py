@@ -84,7 +84,8 @@ def test_compare_writes_the_settings_given_into_the_collectors_config(tmp_path, 
     settings = config.load(command[command.index("--config") + 1])
     assert settings.listen.udp_read_interval_seconds == 0.0
     assert settings.archive.flush_interval_seconds == 0.5
-    assert settings.limits.max_messages_per_second_per_sender == 0
+    # The default rate limit: a relay's load from one address must lose nothing.
+    assert settings.limits.max_messages_per_second_per_sender == 200000
     assert settings.workers.count == 2
 
 

@@ -89,3 +89,22 @@ def _readable(sock: socket.socket) -> bool:
     import select
 
     return bool(select.select([sock], [], [], 0)[0])
+
+
+def test_lines_that_look_like_octet_counts_cost_nothing_of_the_stream(tmp_path):
+    process = CollectorProcess(tmp_path)
+    try:
+        lines = []
+        for i in range(300):
+            lines.append(rfc5424("gw", b"Engine: Startup. %03d" % i))
+            # A sender that writes no PRI: the line starts with digits and a dash.
+            lines.append(b"2026-11-25 10:00:%02d gw Engine: Startup. %03d" % (i % 60, i))
+            lines.append(b"12x not a count %03d" % i)
+        with process.connect_tcp() as sock:
+            sock.sendall(b"".join(line + b"\n" for line in lines))
+        assert wait_until(lambda: len(process.archived("gw")) == 300
+                          and len(process.archived("127.0.0.1")) == 600)
+        assert process.sample("syslog_collector_framing_errors_total") >= 300
+        assert sorted(process.archived("gw") + process.archived("127.0.0.1")) == sorted(lines)
+    finally:
+        process.kill()

@@ -13,7 +13,6 @@ from twisted.internet.testing import StringTransport
 from collector.balancing import KIND_TCP, BalancedPort, Balancer, ConnectionReceiver, OneProtocolFactory
 from collector.config import ListenAddress, UnregisteredPolicy
 from collector.pipeline import LOG_INTERVAL
-from collector.slots import ConnectionSlots
 from collector.protocols import (
     FULL_READ,
     MAX_READ_SIZE,
@@ -24,6 +23,7 @@ from collector.protocols import (
     set_receive_buffer,
     socket_transport,
 )
+from collector.slots import ConnectionSlots
 from helpers import Bench, until
 
 
@@ -707,3 +707,31 @@ async def test_what_a_refused_connection_held_is_counted_in_bytes():
         await port.stopListening()
     assert bench.value("syslog_collector_discarded_bytes_total", reason="refused") == 290.0
     assert bench.archive.messages == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_a_sender_pushes_past_the_reads_at_close_is_counted(monkeypatch):
+    import collector.protocols
+
+    # A sender faster than the reads at close is not produced on demand:
+    # one read at close stands for a sender that outpaces them all.
+    monkeypatch.setattr(collector.protocols, "MAX_READS_AT_CLOSE", 1)
+    bench = Bench()
+    factory = stream_factory(bench)
+    async with connected(factory) as (protocol, client):
+        server = socket_transport(protocol.transport)
+        server.pauseProducing()
+        set_receive_buffer(server.getHandle(), 4 << 20)
+        stream = b"".join(b"<13>1 - gw app - - - %06d\n" % i for i in range(20000))
+        sending = threads.deferToThread(client.sendall, stream)
+        # More than one read's worth waits in the kernel.
+        await until(lambda: queued(server.getHandle()) > 4 * server.bufferSize, timeout=10)
+        held = queued(server.getHandle())
+        protocol.read_dry_and_close()
+        await until(lambda: not factory.connections)
+        # Whole lines, and the piece of the last one read, archived as it is.
+        read = sum(len(m.message) + 1 for m in bench.archive.messages) - 1
+        client.close()
+        await sending.addErrback(lambda failure: None)  # cut off when the connection closed
+    left = bench.value("syslog_collector_discarded_bytes_total", reason="unread_at_close")
+    assert read > 0 and left > 0 and read + left >= held
