@@ -11,7 +11,7 @@ import os
 
 from setuptools import setup
 
-COMPILED = ["collector/framing.py", "collector/pipeline.py", "collector/archive_line.py"]
+COMPILED = ["collector/parsing/framing.py", "collector/pipeline.py", "collector/archive/line.py"]
 
 
 def compiled_modules() -> list:

@@ -51,8 +51,8 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(REPO))
 
 import loadgen  # noqa: E402
-from collector.archive_files import day_files  # noqa: E402
-from collector.archive_reader import read_messages  # noqa: E402
+from collector.archive.files import day_files  # noqa: E402
+from collector.archive.reader import read_messages  # noqa: E402
 
 SYSLOG_NG = BENCH / ".tools" / "syslog-ng"
 TICKS = os.sysconf("SC_CLK_TCK")

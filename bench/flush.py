@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
 from twisted.internet.threads import deferToThread  # noqa: E402
 
-from collector.archive import MAX_PENDING_BYTES, FileArchive, RunInThread, run_synchronously  # noqa: E402
+from collector.archive.writer import PAUSE_STREAMS_BYTES, FileArchive, RunInThread, run_synchronously  # noqa: E402
 from collector.metrics import CollectorMetrics  # noqa: E402
 
 CASES = ("new hosts", "files open", "files open again", "the next day")
@@ -88,8 +88,8 @@ async def main(reactor: Any) -> None:
     parser.add_argument("--lines", type=int, default=30, help="lines per host and flush")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    if args.hosts * args.lines * len(LINE) > MAX_PENDING_BYTES:
-        parser.error(f"more than MAX_PENDING_BYTES ({MAX_PENDING_BYTES}) in all: the archive would "
+    if args.hosts * args.lines * len(LINE) > PAUSE_STREAMS_BYTES:
+        parser.error(f"more than PAUSE_STREAMS_BYTES ({PAUSE_STREAMS_BYTES}) in all: the archive would "
                      "flush before it is asked to")
     modes: dict[str, RunInThread] = {
         "a thread": deferToThread,  # the reactor's pool, as the collector's archive uses

@@ -25,14 +25,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prometheus_client import CollectorRegistry  # noqa: E402
 from twisted.internet.task import Clock  # noqa: E402
 
-from collector import compiled, syslog  # noqa: E402
-from collector.archive import FileArchive  # noqa: E402
+from collector import compiled  # noqa: E402
+from collector.archive.writer import FileArchive  # noqa: E402
 from collector.config import UnregisteredPolicy  # noqa: E402
-from collector.framing import StreamDecoder  # noqa: E402
-from collector.hosts import HostRegistry  # noqa: E402
-from collector.kerio import parse_record, summarize  # noqa: E402
+from collector.hosts import (
+    HostRegistry,  # noqa: E402
+    Sender,  # noqa: E402
+)
 from collector.metrics import CollectorMetrics  # noqa: E402
-from collector.pipeline import Pipeline, Sender  # noqa: E402
+from collector.parsing import syslog  # noqa: E402
+from collector.parsing.framing import StreamDecoder  # noqa: E402
+from collector.parsing.kerio import parse_record, summarize  # noqa: E402
+from collector.pipeline import Pipeline  # noqa: E402
 from collector.records import Transport  # noqa: E402
 from corpus import messages  # noqa: E402
 
@@ -127,7 +131,7 @@ def main() -> None:
         ("Kerio summary (what the pipeline runs)", measure(kerio_summary, bodies, repeat=args.repeat)),
     ]
     # A dictionary attack: every line names a new user, so no line's shape
-    # (collector/shapes.py) has been seen before.
+    # (collector/parsing/shapes.py) has been seen before.
     flood = chunks(b"".join(
         b"<116>1 2026-11-25T10:00:00+01:00 fw-%04d security - - - Authentication: WebAdmin: "
         b"Client: 10.1.%d.%d: User u%07d doesn't exist\n" % (i % 50, i % 256, i % 200, i)

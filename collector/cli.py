@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from collector import config as configuration
-from collector import syslog
-from collector.archive_files import host_directory
-from collector.archive_line import escape
-from collector.archive_reader import files_between, host_summaries, jsonable, read_messages
+from collector.archive.files import host_directory
+from collector.archive.line import escape
+from collector.archive.reader import files_between, host_summaries, jsonable, read_messages
+from collector.checks import load_checked
 from collector.config import ConfigError
 from collector.hosts import sanitize_host
-from collector.kerio import record_in
+from collector.parsing import syslog
+from collector.parsing.kerio import record_in
 from collector.records import RecordType
-from collector.tap import load_checked
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from importlib.machinery import ExtensionFileLoader
 from types import ModuleType
 
-from collector import archive_line, framing, pipeline
+from collector import pipeline
+from collector.archive import line as archive_line
+from collector.parsing import framing
 
 MESSAGE_PATH: tuple[ModuleType, ...] = (framing, pipeline, archive_line)
 

@@ -203,3 +203,22 @@ def _same_host(firewall: Firewall, hostname: str) -> bool:
     folded = hostname.casefold()
     return (folded == firewall.name or folded in firewall.hostnames
             or folded.partition(".")[0] == firewall.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """Where a message or connection came from."""
+
+    ip: str
+    port: int
+    # The archive line's sender field: "192.0.2.1:514" or "[2001:db8::1]:514".
+    field: bytes
+
+    @classmethod
+    def from_address(cls, host: str, port: int) -> Sender:
+        ip = normalize_ip(host)
+        text = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        return cls(ip, port, text.encode("ascii"))
+
+    def __str__(self) -> str:
+        return self.field.decode("ascii")

@@ -128,7 +128,7 @@ class CollectorMetrics:
     What every message counts (records, messages and bytes received) is
     added up by the pipeline in plain dicts, ``pending_records`` and the
     like, and published to the Prometheus metrics by ``publish``, on the
-    reactor's thread: before every scrape (collector.web), and every
+    reactor's thread: before every scrape (collector.net.web), and every
     ``PUBLISH_INTERVAL`` seconds (``MetricsPublisher``) for the worker
     processes, whose registry is never collected. Incrementing a
     prometheus_client child takes a lock, and in multiprocess mode writes a
@@ -250,7 +250,7 @@ class CollectorMetrics:
         self.archive_backlog_bytes = gauge(
             "archive_backlog_bytes", "Lines that failed to be written and wait for a retry, in bytes")
         self.paused_connections = gauge(
-            "paused_connections", "TCP and TLS connections paused while the archive is backlogged")
+            "paused_connections", "TCP and TLS connections paused while the archive is behind")
         self.archive_files_compressed = counter(
             "archive_files_compressed_total", "Closed days' archive files compressed with gzip")
         self.archive_files_deleted = counter(
@@ -315,11 +315,11 @@ class MetricsPublisher(Service):
         self._loop = LoopingCall(metrics.publish)
         self._loop.clock = clock
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         super().startService()
         self._loop.start(PUBLISH_INTERVAL, now=False)
 
-    def stopService(self) -> None:  # noqa: N802
+    def stopService(self) -> None:
         super().stopService()
         if self._loop.running:
             self._loop.stop()

@@ -5,7 +5,7 @@
 Protocols hand it whole messages (already framed) with the sender they came
 from. Nothing here raises on bad input: an unreadable header or an unknown
 record is counted and archived like anything else. A message of a common
-shape (collector/shapes.py) is counted with the summary of the first
+shape (collector/parsing/shapes.py) is counted with the summary of the first
 message of its shape, read in full; any other message is read in full.
 """
 
@@ -13,27 +13,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Protocol
 
 from prometheus_client import Counter
 from twisted.logger import Logger
 
-from collector import syslog
-from collector.archive import Archive
+from collector.archive.writer import Archive
 from collector.config import Firewall
-from collector.hosts import HostRegistry, SourceHost, normalize_ip
-from collector.kerio import summarize, summary_in
+from collector.hosts import HostRegistry, Sender, SourceHost
+from collector.logs import RateLimitedLog
 from collector.metrics import CollectorMetrics, HostMetrics
-from collector.ratelimit import RateLimiter
+from collector.net.ratelimit import RateLimiter
+from collector.parsing import syslog
+from collector.parsing.kerio import summarize, summary_in
+from collector.parsing.shapes import COMMON_SHAPE, HOST_FIELD, KEY_START, msg_of
 from collector.records import RecordSummary, RecordType, Transport
-from collector.shapes import COMMON_SHAPE, HOST_FIELD, KEY_START, msg_of
 
-# Refusals and rate limiting are logged at most this often.
-LOG_INTERVAL = 10.0
 SKEW_SAMPLE_INTERVAL = 1.0
-# Shapes are few (see collector.shapes) unless authentication reasons name
+# Shapes are few (see collector.parsing.shapes) unless authentication reasons name
 # many users; beyond this many the summaries are forgotten and read again.
 _SHAPE_LIMIT = 16384
 # One tag a sender address and HOSTNAME (and TLS firewall): past this many
@@ -61,40 +59,6 @@ class Clock(Protocol):
     """What the pipeline reads of the reactor (``IReactorTime``): the time."""
 
     def seconds(self) -> float: ...
-
-
-class RateLimitedLog:
-    """A warning at most every ``LOG_INTERVAL`` seconds, with the number held back."""
-
-    def __init__(self, log: Logger, clock: Clock) -> None:
-        self._log = log
-        self._clock = clock
-        self._next = 0.0
-        self._held_back = 0
-
-    def warn(self, format: str, **fields: object) -> None:
-        now = self._clock.seconds()
-        if now < self._next:
-            self._held_back += 1
-            return
-        self._log.warn(format + " ({held_back} similar events since the last report)",
-                       held_back=self._held_back, **fields)
-        self._held_back = 0
-        self._next = now + LOG_INTERVAL
-
-
-@dataclass(frozen=True, slots=True)
-class Sender:
-    ip: str
-    port: int
-    # "192.0.2.1:514" or "[2001:db8::1]:514", as written in the archive.
-    text: bytes
-
-    @classmethod
-    def from_address(cls, host: str, port: int) -> Sender:
-        ip = normalize_ip(host)
-        text = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-        return cls(ip, port, text.encode("ascii"))
 
 
 class Pipeline:
@@ -154,7 +118,7 @@ class Pipeline:
             return True
         self._metrics.refused.labels(reason="unregistered").inc()
         self._refusals.warn("refused a message from unregistered sender {sender}",
-                            sender=sender.text.decode())
+                            sender=str(sender))
         return False
 
     def accepts_connection(self, sender: Sender) -> bool:
@@ -171,7 +135,7 @@ class Pipeline:
         if error is not None:
             detail += f" ({error})"
         self._refusals.warn("refused a connection from {sender}: {reason}{detail}",
-                            sender=sender.text.decode(), reason=reason, detail=detail)
+                            sender=str(sender), reason=reason, detail=detail)
 
     def receive(self, messages: list[bytes], sender: Sender, transport: Transport,
                 firewall: Firewall | None = None) -> None:
@@ -311,7 +275,7 @@ class Pipeline:
                     self._tags.clear()
                 self._tags[tag_key] = tag
         host, host_metrics, overflow, name, flags = tag
-        key = (name, sender.text)
+        key = (name, sender.field)
         part = archived.get(key)
         if part is None:
             part = archived[key] = (host_metrics, [])
@@ -333,7 +297,7 @@ class Pipeline:
             flags.append(metrics.impersonations.labels(host=host.impersonated.name))
             self._impersonations.warn(
                 "sender {sender} wrote HOSTNAME {hostname!r}, a name of firewall {firewall}: "
-                "its messages are tagged {tag}", sender=sender.text.decode(), hostname=hostname,
+                "its messages are tagged {tag}", sender=str(sender), hostname=hostname,
                 firewall=host.impersonated.name, tag=host.name)
         if host.overflow:
             flags.append(metrics.unregistered_overflow)
@@ -344,7 +308,7 @@ class Pipeline:
         if allowed < wanted:
             self._rate_limits.warn(
                 "sender {sender} is over its rate limit ({rate} messages/s): dropped {count} UDP message(s)",
-                sender=sender.text.decode(), rate=self.rate_limiter.rate, count=wanted - allowed)
+                sender=str(sender), rate=self.rate_limiter.rate, count=wanted - allowed)
         return allowed
 
     def host_metrics_of(self, sender: Sender, firewall: Firewall | None = None) -> HostMetrics:

@@ -31,7 +31,7 @@ class Direction(enum.StrEnum):
     TO = "to"
 
 
-class Protocol(enum.StrEnum):
+class IpProtocol(enum.StrEnum):
     TCP = "tcp"
     UDP = "udp"
     ICMP = "icmp"
@@ -106,7 +106,7 @@ class AntiSpoofing(Record):
     type: RecordType = RecordType.ANTI_SPOOFING
     direction: Direction
     interface: str
-    protocol: Protocol
+    protocol: IpProtocol
     protocol_name: str
     source: Endpoint
     destination: Endpoint
@@ -152,7 +152,7 @@ class IpsEvent(Record):
     severity_name: str
     rule_id: str | None = None
     rule_name: str | None = None
-    protocol: Protocol | None = None
+    protocol: IpProtocol | None = None
     protocol_name: str | None = None
     source: Endpoint | None = None
     destination: Endpoint | None = None

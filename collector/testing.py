@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from collector.archive_line import Batch
+from collector.archive.line import Batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,8 +21,8 @@ class MemoryArchive:
 
     def __init__(self) -> None:
         self.messages: list[StoredMessage] = []
-        self.backlogged = False
-        self.full = False
+        self.pause_streams = False
+        self.pause_datagrams = False
         self.drain_listeners: list[Callable[[], None]] = []
 
     def when_drained(self, callback: Callable[[], None]) -> None:
@@ -30,7 +30,7 @@ class MemoryArchive:
 
     def drain(self) -> None:
         """As after a flush that caught up."""
-        self.backlogged = self.full = False
+        self.pause_streams = self.pause_datagrams = False
         for listener in self.drain_listeners:
             listener()
 

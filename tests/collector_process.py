@@ -131,7 +131,7 @@ class CollectorProcess:
         raise AssertionError(f"{name}{labels} is {current}, expected {value}")
 
     def archived(self, host: str) -> list[bytes]:
-        from collector.archive_line import parse_line
+        from collector.archive.line import parse_line
 
         messages = []
         for path in sorted((self.archive / host).glob("*.log")):

@@ -17,7 +17,7 @@ from collector.pipeline import Pipeline
 from collector.testing import MemoryArchive
 
 
-class Bench:
+class Harness:
     """A pipeline over an in-memory archive, a fresh registry and a fake clock."""
 
     def __init__(self, firewalls: tuple[Firewall, ...] = (),

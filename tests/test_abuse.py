@@ -23,7 +23,7 @@ def peak_rss_mb(pid: int) -> float:
 
 def unique(rng: random.Random, size: int) -> str:
     """``size`` characters of one text no other call gives."""
-    head = "%016x" % rng.getrandbits(64)
+    head = f"{rng.getrandbits(64):016x}"
     return head + "".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=64)) * ((size - 16) // 64)
 
 
@@ -84,9 +84,10 @@ def test_a_flood_of_unique_maximal_fields_keeps_memory_bounded(tmp_path):
 
 
 def test_no_message_of_64_kib_takes_more_than_a_millisecond_to_classify():
-    from collector import kerio, syslog
-    from collector.shapes import COMMON_SHAPE
     from worst_cases import WORST_CASES
+
+    from collector.parsing import kerio, syslog
+    from collector.parsing.shapes import COMMON_SHAPE
 
     def cost(message: bytes) -> float:
         # What the collector does at most with a message: look for its

@@ -14,11 +14,11 @@ from twisted.internet import reactor, task, threads
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
-import collector.archive
-from collector.archive import FileArchive
-from collector.archive_files import day_files
-from collector.archive_line import TORN_MARKER, parse_line
-from collector.archive_reader import read_messages
+import collector.archive.writer
+from collector.archive.files import day_files
+from collector.archive.line import TORN_MARKER, parse_line
+from collector.archive.reader import read_messages
+from collector.archive.writer import FileArchive
 from collector.metrics import CollectorMetrics
 from conftest import REQUIRE_ALL
 
@@ -361,22 +361,22 @@ def test_backlog_signals_senders_to_wait_and_drained_after_recovery(tmp_path, re
     for n in range(4):
         archive.append(clock.seconds(), [("gw", SENDER, [b"msg %d" % n])])
     clock.advance(1)
-    assert not archive.backlogged  # 4 lines held: under half the retry buffer
+    assert not archive.pause_streams  # 4 lines held: under half the retry buffer
     for n in range(4, 8):
         archive.append(clock.seconds(), [("gw", SENDER, [b"msg %d" % n])])
     drained.clear()
     clock.advance(1)
-    assert archive.backlogged and archive.full and drained == []  # UDP waits as well
+    assert archive.pause_streams and archive.pause_datagrams and drained == []  # UDP waits as well
     assert value(registry, "syslog_collector_archive_backlog_bytes") == 8 * line_size
     make_room()
     clock.advance(1)
-    assert not archive.backlogged and drained == [clock.seconds()]
+    assert not archive.pause_streams and drained == [clock.seconds()]
     assert len(read(path)) == 8
     archive.stopService()
 
 
 def test_a_large_backlog_of_pending_lines_is_flushed_at_once(tmp_path, registry, monkeypatch):
-    monkeypatch.setattr(collector.archive, "MAX_PENDING_BYTES", 1000)
+    monkeypatch.setattr(collector.archive.writer, "PAUSE_STREAMS_BYTES", 1000)
     clock = Clock()
     clock.advance(NOON)
     archive = make_archive(tmp_path, registry, clock)
@@ -411,8 +411,8 @@ def test_one_flush_is_written_at_a_time_and_lines_keep_their_order(tmp_path, reg
 
 
 def test_the_archive_is_backlogged_then_full_while_a_slow_write_holds_more(tmp_path, registry, monkeypatch):
-    monkeypatch.setattr(collector.archive, "MAX_PENDING_BYTES", 1000)
-    monkeypatch.setattr(collector.archive, "MAX_GATHERED_BYTES", 4000)
+    monkeypatch.setattr(collector.archive.writer, "PAUSE_STREAMS_BYTES", 1000)
+    monkeypatch.setattr(collector.archive.writer, "PAUSE_DATAGRAMS_BYTES", 4000)
     held = HeldThreads("write")
     clock = Clock()
     clock.advance(NOON)
@@ -423,18 +423,18 @@ def test_the_archive_is_backlogged_then_full_while_a_slow_write_holds_more(tmp_p
     for line in lines[:30]:
         archive.append(clock.seconds(), [("gw", SENDER, [line])])
     assert len(held.jobs["write"]) == 1  # over the bound: being written
-    assert not archive.backlogged
+    assert not archive.pause_streams
     for line in lines[30:60]:
         archive.append(clock.seconds(), [("gw", SENDER, [line])])
-    assert archive.backlogged and not archive.full  # as much again gathered meanwhile
+    assert archive.pause_streams and not archive.pause_datagrams  # as much again gathered meanwhile
     for line in lines[60:]:
         archive.append(clock.seconds(), [("gw", SENDER, [line])])
-    assert archive.full
+    assert archive.pause_datagrams
     assert len(held.jobs["write"]) == 1  # still the first: one write at a time
     held.finish("write")
     # The next write starts at once with what gathered, and input may go on.
     assert len(held.jobs["write"]) == 1 and drained == [1]
-    assert not archive.backlogged and not archive.full
+    assert not archive.pause_streams and not archive.pause_datagrams
     held.finish("write")
     assert read(tmp_path / "archive" / "gw" / "2026-11-25.log") == lines
     archive.stopService()
@@ -471,7 +471,7 @@ def test_an_unexpected_error_opening_a_file_keeps_its_lines_for_the_next_flush(t
     def broken_open(path, mode):
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(collector.archive, "open", broken_open, raising=False)
+    monkeypatch.setattr(collector.archive.writer, "open", broken_open, raising=False)
     archive.append(clock.seconds(), [("gw", SENDER, [b"kept"])])
     archive.append(clock.seconds(), [("other", SENDER, [b"kept too"])])
     clock.advance(1)
@@ -500,7 +500,7 @@ def test_an_unexpected_error_midway_through_a_write_keeps_the_rest_from_the_line
             return os.write(fd, data[:len(data) // 2 + 3])
         raise ValueError("injected")
 
-    monkeypatch.setattr(collector.archive, "_write_some", half_then_broken)
+    monkeypatch.setattr(collector.archive.writer, "_write_some", half_then_broken)
     lines = [b"line %d" % n for n in range(10)]
     archive.append(clock.seconds(), [("gw", SENDER, lines)])
     clock.advance(1)
@@ -551,7 +551,7 @@ async def test_a_slow_write_does_not_hold_the_reactor(tmp_path, registry, monkey
         release.wait(10)
         return builtins.open(path, mode)
 
-    monkeypatch.setattr(collector.archive, "open", slow_open, raising=False)
+    monkeypatch.setattr(collector.archive.writer, "open", slow_open, raising=False)
     archive = FileArchive(tmp_path / "archive", UTC, 60.0, CollectorMetrics(registry, 1000), reactor,
                           run_in_thread=threads.deferToThread)
     archive.startService()

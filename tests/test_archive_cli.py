@@ -12,12 +12,12 @@ from prometheus_client import CollectorRegistry
 from twisted.internet.task import Clock
 
 import collector.cli
-from collector.archive import FileArchive
-from collector.archive_files import compress
-from collector.archive_line import TORN_MARKER
+from collector.archive.files import compress
+from collector.archive.line import TORN_MARKER
+from collector.archive.writer import FileArchive
 from collector.cli import main
-from collector.framing import StreamDecoder
 from collector.metrics import CollectorMetrics
+from collector.parsing.framing import StreamDecoder
 from collector_process import collector_environment
 
 DAY1 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC).timestamp()

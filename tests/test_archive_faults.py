@@ -11,10 +11,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from twisted.internet.task import Clock
 
-from collector.archive import FileArchive
-from collector.archive_files import day_files
-from collector.archive_line import TORN_MARKER
-from collector.archive_reader import read_messages
+from collector.archive.files import day_files
+from collector.archive.line import TORN_MARKER
+from collector.archive.reader import read_messages
+from collector.archive.writer import FileArchive
 from collector.metrics import CollectorMetrics
 from collector_process import collector_environment
 from conftest import REQUIRE_ALL, require_binary
@@ -174,7 +174,7 @@ def test_lines_the_full_disk_still_refuses_at_stop_are_counted_as_dropped(small_
 LIMITED_WRITER = """
 import json, os, resource, sys
 from pathlib import Path
-from collector.archive import OpenFiles
+from collector.archive.writer import OpenFiles
 
 root, limit = Path(sys.argv[1]), int(sys.argv[2])
 key = ("gw", "2026-11-25")

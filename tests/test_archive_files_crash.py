@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from collector import archive_files
-from collector.archive_files import compress, day_files, finish_compression, maintain
-from collector.archive_reader import read_messages
+from collector.archive import files as archive_files
+from collector.archive.files import compress, day_files, finish_compression, maintain
+from collector.archive.reader import read_messages
 
 DAY = "2026-11-20"
 TODAY = "2026-11-25"

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.archive_line import BadLine, escape, format_batch, format_time, parse_line, unescape
+from collector.archive.line import BadLine, escape, format_batch, format_time, parse_line, unescape
 
 # What a terminal acts on: C0 controls but TAB (and LF, which ends a line), DEL, C1 controls in UTF-8.
 ACTIVE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|\xc2[\x80-\x9f]")

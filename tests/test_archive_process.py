@@ -6,7 +6,7 @@ import signal
 import time
 from datetime import UTC, datetime
 
-from collector.archive_line import parse_line
+from collector.archive.line import parse_line
 from collector.hosts import sanitize_host
 from collector_process import CollectorProcess, open_files, wait_until
 

@@ -11,10 +11,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from twisted.internet.task import Clock
 
-from collector.archive import FileArchive, OpenFiles
-from collector.archive_files import RefusedPath, compress, day_files, maintain
-from collector.archive_line import parse_line
-from collector.archive_reader import read_messages
+from collector.archive.files import RefusedPath, compress, day_files, maintain
+from collector.archive.line import parse_line
+from collector.archive.reader import read_messages
+from collector.archive.writer import FileArchive, OpenFiles
 from collector.metrics import CollectorMetrics
 from collector_process import CollectorProcess, collector_environment, wait_until
 

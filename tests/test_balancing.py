@@ -14,7 +14,10 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 
-from collector.balancing import (
+from collector.config import ListenAddress
+from collector.hosts import Sender
+from collector.net.slots import ConnectionSlots
+from collector.workers.balancing import (
     KIND_TCP,
     KIND_TLS,
     BalancedPort,
@@ -23,9 +26,6 @@ from collector.balancing import (
     OneProtocolFactory,
     report_udp_bound,
 )
-from collector.config import ListenAddress
-from collector.pipeline import Sender
-from collector.slots import ConnectionSlots
 from helpers import until
 
 

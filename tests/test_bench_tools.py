@@ -7,9 +7,10 @@ from functools import partial
 import pytest_twisted
 from twisted.internet import threads
 
-from collector import config, syslog
-from collector.framing import StreamDecoder
-from collector.kerio import record_in
+from collector import config
+from collector.parsing import syslog
+from collector.parsing.framing import StreamDecoder
+from collector.parsing.kerio import record_in
 from collector.records import RecordType
 from collector_process import REPO
 

@@ -68,7 +68,7 @@ def test_examples_over_udp_and_tcp_reach_archive_and_metrics(collector):
     assert collector.terminate() in (0, -signal.SIGTERM)
     # From the source tree the path runs as plain Python; installed with a C compiler, compiled.
     expected = ("the per-message path runs compiled (mypyc)" if INSTALLED
-                else "the per-message path runs as plain Python (collector.framing, ")
+                else "the per-message path runs as plain Python (collector.parsing.framing, ")
     assert expected in collector.log()
 
 

@@ -7,9 +7,9 @@ import signal
 import threading
 import time
 
-from collector.archive_files import day_files
-from collector.archive_line import TORN_MARKER
-from collector.archive_reader import read_messages
+from collector.archive.files import day_files
+from collector.archive.line import TORN_MARKER
+from collector.archive.reader import read_messages
 from collector_process import CollectorProcess, wait_until
 
 TOTAL = 100_000

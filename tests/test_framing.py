@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.framing import StreamDecoder, datagram_message
+from collector.parsing.framing import StreamDecoder, datagram_message
 
 
 def feed_all(decoder: StreamDecoder, chunks) -> list[bytes]:

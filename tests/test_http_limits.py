@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from collector.tap import SPARE_DESCRIPTORS
-from collector.web import CACHE_SECONDS, HEAD_TIMEOUT_SECONDS
+from collector.listening import SPARE_DESCRIPTORS
+from collector.net.web import CACHE_SECONDS, HEAD_TIMEOUT_SECONDS
 from collector_process import CollectorProcess, open_files, wait_until
 
 DEFAULT_MAX_HTTP_CONNECTIONS = 64

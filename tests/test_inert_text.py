@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 
-from collector.framing import StreamDecoder
+from collector.parsing.framing import StreamDecoder
 from collector_process import CollectorProcess, collector_environment
 
 # Sets the terminal's title, rings its bell, clears its screen; then a C1 CSI

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from collector import kerio, syslog
-from collector.kerio import parse_endpoint, parse_record, record_in, summarize, summary_in
+from collector.parsing import kerio, syslog
+from collector.parsing.kerio import parse_endpoint, parse_record, record_in, summarize, summary_in
 from collector.records import (
     AntiSpoofing,
     AuthFailure,
@@ -18,10 +18,10 @@ from collector.records import (
     Endpoint,
     FtpAttack,
     FtpKind,
+    IpProtocol,
     IpsAction,
     IpsEvent,
     IpsSeverity,
-    Protocol,
     ReasonClass,
     Record,
     RecordSummary,
@@ -89,7 +89,7 @@ def test_manual_anti_spoofing_example():
                           b"seq:3819654104 ack:0, win:16384, tcplen:0")
     assert record == AntiSpoofing(
         event_time=datetime(2008, 7, 17, 11, 46, 38),
-        direction=Direction.FROM, interface="LAN", protocol=Protocol.TCP, protocol_name="TCP",
+        direction=Direction.FROM, interface="LAN", protocol=IpProtocol.TCP, protocol_name="TCP",
         length=48,
         source=Endpoint(address=ip_address("61.173.81.166"), port=1864),
         destination=Endpoint(address=ip_address("195.39.55.10"), port=445),
@@ -110,7 +110,7 @@ def test_kerio_9_udp_form():
     record = parse_record(b"{pktdrop} packet dropped: Anti-spoofing (from Cable, proto:UDP, len:334, "
                           b"10.1.1.5:68 -> 10.1.1.1:67, udplen:306)")
     assert isinstance(record, AntiSpoofing)
-    assert (record.direction, record.interface, record.protocol) == (Direction.FROM, "Cable", Protocol.UDP)
+    assert (record.direction, record.interface, record.protocol) == (Direction.FROM, "Cable", IpProtocol.UDP)
     assert record.source == Endpoint(address=ip_address("10.1.1.5"), port=68)
     assert record.destination == Endpoint(address=ip_address("10.1.1.1"), port=67)
     assert record.udp_length == 306 and record.length == 334
@@ -120,7 +120,7 @@ def test_kerio_9_udp_form():
 def test_kerio_9_icmp_has_no_ports():
     record = parse_record(b"{pktdrop} packet dropped: Anti-spoofing (to Internet 2 - Backup, proto:ICMP, "
                           b"len:84, 192.0.2.7 > 198.51.100.1, type:8 code:0 id:12380 seq:1 ttl:64)")
-    assert record.protocol is Protocol.ICMP and record.direction is Direction.TO
+    assert record.protocol is IpProtocol.ICMP and record.direction is Direction.TO
     assert record.interface == "Internet 2 - Backup"
     assert record.source.port is None and record.destination.port is None
     assert record.seq is None  # ICMP's seq is not a TCP sequence number
@@ -145,7 +145,7 @@ def test_ipv6_endpoints_are_never_split_at_the_last_colon():
                           b"ip/port:2001:db8::1 -> 2001:db8:5::20")
     assert record.source == Endpoint(address=ip_address("2001:db8::1"))
     assert record.destination == Endpoint(address=ip_address("2001:db8:5::20"))
-    assert record.protocol is Protocol.ICMP
+    assert record.protocol is IpProtocol.ICMP
     bracketed = parse_record(b"Anti-Spoofing: Packet from WAN, proto:UDP, len:64, "
                              b"ip/port:[2001:db8::1]:53 -> [2001:db8::2]:5353, udplen:44")
     assert bracketed.source == Endpoint(address=ip_address("2001:db8::1"), port=53)
@@ -237,7 +237,7 @@ def test_ips_drop_with_annotations():
     assert record == IpsEvent(
         action=IpsAction.DROP, severity=IpsSeverity.HIGH, severity_name="High",
         rule_id="1:2010575", rule_name="ET TROJAN ASProtect/ASPack Packed Binary",
-        protocol=Protocol.TCP, protocol_name="TCP",
+        protocol=IpProtocol.TCP, protocol_name="TCP",
         source=Endpoint(address=ip_address("198.51.100.71"), port=80, hostname="static.example.net"),
         destination=Endpoint(address=ip_address("192.168.48.140"), port=50211,
                              hostname="pc-14.example.local", user="jdoe"),

@@ -3,6 +3,7 @@ import socket
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
+from collector.hosts import Sender
 from collector.metrics import (
     PUBLISH_INTERVAL,
     CollectorMetrics,
@@ -11,9 +12,8 @@ from collector.metrics import (
     WorkersCollector,
     parse_proc_net_udp,
 )
-from collector.pipeline import Sender
 from collector.records import RecordType, Transport
-from helpers import Bench
+from helpers import Harness
 
 SENDER = Sender.from_address("192.0.2.1", 40000)
 
@@ -60,20 +60,20 @@ def child_value(child):
 
 
 def test_counts_are_published_by_the_timer_and_at_stop():
-    bench = Bench()
-    publisher = MetricsPublisher(bench.metrics, bench.clock)
+    harness = Harness()
+    publisher = MetricsPublisher(harness.metrics, harness.clock)
     publisher.startService()
     startup = b"<13>1 - gw app - - - Engine: Startup."
-    bench.pipeline.receive([startup], SENDER, Transport.TCP)
-    records = bench.metrics.host("gw").records[RecordType.ENGINE_STARTUP]
-    received = bench.metrics.host("gw").received_messages[Transport.TCP]
+    harness.pipeline.receive([startup], SENDER, Transport.TCP)
+    records = harness.metrics.host("gw").records[RecordType.ENGINE_STARTUP]
+    received = harness.metrics.host("gw").received_messages[Transport.TCP]
     assert (child_value(records), child_value(received)) == (0.0, 0.0)  # counted, not yet published
-    bench.clock.advance(PUBLISH_INTERVAL)
+    harness.clock.advance(PUBLISH_INTERVAL)
     assert (child_value(records), child_value(received)) == (1.0, 1.0)
-    bench.pipeline.receive([startup], SENDER, Transport.TCP)
+    harness.pipeline.receive([startup], SENDER, Transport.TCP)
     publisher.stopService()
     assert (child_value(records), child_value(received)) == (2.0, 2.0)
-    assert child_value(bench.metrics.host("gw").received_bytes[Transport.TCP]) == 2.0 * len(startup)
+    assert child_value(harness.metrics.host("gw").received_bytes[Transport.TCP]) == 2.0 * len(startup)
 
 
 def test_a_starting_workers_empty_metrics_file_does_not_fail_the_scrape(tmp_path):

@@ -75,16 +75,16 @@ def expand(expression):
 
 def per_host_metrics():
     """Names of the samples that carry a host label."""
-    from collector.pipeline import Sender
+    from collector.hosts import Sender
     from collector.records import Transport
-    from helpers import Bench
+    from helpers import Harness
 
-    bench = Bench()
+    harness = Harness()
     lines = [line for lines in TRAFFIC.values() for line in lines]
-    bench.pipeline.receive([b"<13>1 2025-11-25T12:00:00Z gw app - - - " + line for line in lines],
+    harness.pipeline.receive([b"<13>1 2025-11-25T12:00:00Z gw app - - - " + line for line in lines],
                            Sender.from_address("192.0.2.1", 1), Transport.UDP)
-    bench.metrics.publish()
-    return {sample.name for family in bench.registry.collect() for sample in family.samples
+    harness.metrics.publish()
+    return {sample.name for family in harness.registry.collect() for sample in family.samples
             if "host" in sample.labels}
 
 

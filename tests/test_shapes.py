@@ -1,5 +1,5 @@
 """The common shapes keep their contract with the full reading
-(collector/shapes.py): a message that matches has no header error, its
+(collector/parsing/shapes.py): a message that matches has no header error, its
 HOSTNAME is the ``host`` group, its summary is that of ``msg_of``, and
 messages with equal keys have equal summaries. Their atomic groups change
 no match."""
@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_kerio import SYSLOG_ENVELOPES, corpus
 
-from collector import syslog
-from collector.kerio import summarize, summary_in
-from collector.shapes import COMMON_SHAPE, HOST_FIELD, KEY_START, msg_of
+from collector.parsing import syslog
+from collector.parsing.kerio import summarize, summary_in
+from collector.parsing.shapes import COMMON_SHAPE, HOST_FIELD, KEY_START, msg_of
 from collector_process import REPO
 
 sys.path.insert(0, str(REPO / "bench"))

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.syslog import (
+from collector.parsing.syslog import (
     BsdTimestamp,
     Dialect,
     Envelope,

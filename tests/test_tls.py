@@ -18,7 +18,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 
 from collector.config import ConfigError, TlsSettings
-from collector.tls import reload_revocation_lists, server_options
+from collector.net.tls import reload_revocation_lists, server_options
 from collector_process import CollectorProcess, free_udp_port, wait_until
 from conftest import require_binary
 
@@ -361,7 +361,7 @@ def test_a_crl_must_be_signed_by_a_ca_of_tls_ca(pki, tmp_path):
 def test_a_crl_that_no_longer_loads_leaves_the_one_in_use(pki, tmp_path):
     from cryptography import x509
 
-    from collector.tls import RevocationList
+    from collector.net.tls import RevocationList
 
     def certificate(name):
         return x509.load_pem_x509_certificate((pki / f"{name}.pem").read_bytes())

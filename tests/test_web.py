@@ -21,7 +21,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from collector.web import (
+from collector.net.web import (
     CACHE_SECONDS,
     HEAD_TIMEOUT_SECONDS,
     MAX_HEAD_BYTES,
@@ -392,7 +392,7 @@ def test_a_rendering_every_scrape_left_is_dropped_and_a_new_scrape_renders_anew(
 
 def test_head_is_answered_from_the_same_rendering(net):
     fake = net()
-    (get, get_out), (head, head_out) = fake.connect(), fake.connect()
+    (get, _), (head, head_out) = fake.connect(), fake.connect()
     get.dataReceived(scrape_request())
     head.dataReceived(scrape_request(method=b"HEAD"))
     fake.run()
@@ -403,6 +403,7 @@ def test_head_is_answered_from_the_same_rendering(net):
 def test_connections_past_the_limit_are_closed_at_once_and_counted(net):
     fake = net(max_connections=2)
     first, second = fake.connect(), fake.connect()
+    assert first is not None and second is not None
     assert fake.connect() is None and fake.connect() is None
     assert fake.value("syslog_collector_http_refused_connections_total",
                       reason="too_many_http_connections") == 2
@@ -508,7 +509,7 @@ class Pending(Resource):
         super().__init__()
         self.requests = []
 
-    def render_GET(self, request):  # noqa: N802
+    def render_GET(self, request):
         self.requests.append(request)
         return NOT_DONE_YET
 

@@ -19,12 +19,12 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 import collector
-from collector.balancing import Balancer
 from collector.compiled import MESSAGE_PATH
 from collector.config import ListenAddress
 from collector.metrics import kernel_udp_sockets
-from collector.slots import ConnectionSlots
-from collector.workers import WORKER_ENV, listen_shared_udp, spread_at_random
+from collector.net.slots import ConnectionSlots
+from collector.workers.balancing import Balancer
+from collector.workers.supervisor import WORKER_ENV, listen_shared_udp, spread_at_random
 from collector_process import TWISTD, CollectorProcess, collector_environment, open_files, wait_until
 from helpers import until
 
@@ -207,7 +207,7 @@ def test_module_loggers_are_named_after_their_modules():
         for value in vars(module).values():
             if isinstance(value, Logger):
                 named[module.__name__] = value.namespace
-    assert {"collector.pipeline", "collector.workers"} <= named.keys()
+    assert {"collector.pipeline", "collector.workers.supervisor"} <= named.keys()
     assert all(namespace == module for module, namespace in named.items()), named
     # Run from source, a module infers its name all the same: the compiled
     # modules must name it in their code.

@@ -27,7 +27,8 @@ CASES = [
     (b"<13>Nov 25 12:00:00 gw kernel: ",
      "Anti-Spoofing: Packet from {}, proto:TCP, len:48, ip/port:1.2.3.4:1 -> 5.6.7.8:2, flags: SYN, seq:1 ack:0, "
      "win:1, tcplen:0", "1:[: Authentication: fla"),
-    (b"<13>Nov 25 12:00:00 gw kernel: ", "{{pktdrop}} packet dropped: Anti-spoofing (from {}", "Engine: FTP: client: \tAu"),
+    (b"<13>Nov 25 12:00:00 gw kernel: ", "{{pktdrop}} packet dropped: Anti-spoofing (from {}",
+     "Engine: FTP: client: \tAu"),
     (b"<13>Nov 25 12:00:00 gw kernel: ", "IPS: Alert, severity: Low, Rule ID: {}", "ip/port:1.=="),
     (b"<13>Nov 25 12:00:00 gw kernel: ", "{{pktdrop}} packet dropped: Anti-spoofing (from {}", "]]aIPS: afor user \t "),
     # A tail of commas: every TCP field looked for at each (2 ms).

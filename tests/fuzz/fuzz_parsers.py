@@ -12,11 +12,11 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports():
-    from collector import kerio, syslog
-    from collector.archive_line import format_batch, parse_line
-    from collector.framing import StreamDecoder
+    from collector.archive.line import format_batch, parse_line
+    from collector.parsing import kerio, syslog
+    from collector.parsing.framing import StreamDecoder
+    from collector.parsing.shapes import COMMON_SHAPE, HOST_FIELD, KEY_START, msg_of
     from collector.records import RecordSummary
-    from collector.shapes import COMMON_SHAPE, HOST_FIELD, KEY_START, msg_of
 
 
 def framing(data: bytes) -> None:
@@ -78,7 +78,7 @@ def shapes(data: bytes) -> None:
     shape = COMMON_SHAPE.match(message)
     if shape is None:
         return
-    # The contract of collector/shapes.py.
+    # The contract of collector/parsing/shapes.py.
     envelope = syslog.envelope(message)
     fields = shape.groups()  # as the pipeline reads them
     assert envelope.header_error is None and envelope.hostname == fields[HOST_FIELD], message

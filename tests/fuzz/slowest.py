@@ -22,9 +22,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from collector import kerio, syslog  # noqa: E402
-from collector.shapes import COMMON_SHAPE  # noqa: E402
-from worst_cases import LIMIT, message  # noqa: E402
+from worst_cases import message  # noqa: E402
+
+from collector.parsing import kerio, syslog  # noqa: E402
+from collector.parsing.shapes import COMMON_SHAPE  # noqa: E402
 
 HEADERS = [b"<13>1 - gw app - - - ", b"<13>Nov 25 12:00:00 gw kernel: ", b"[17/Jul/2008 11:46:38] ", b"",
            b"<13>1 2026-11-25T10:00:00Z gw app - - [a b=\"c\"] ", b"<13>Nov 25 12:00:00 gw "]

@@ -20,6 +20,7 @@ from dataclasses import replace
 from datetime import datetime
 from ipaddress import IPv4Address, ip_address
 
+from collector.parsing.syslog import Envelope, SyslogMessage
 from collector.records import (
     UNKNOWN,
     UNKNOWN_SUMMARY,
@@ -32,16 +33,15 @@ from collector.records import (
     FtpAttack,
     FtpKind,
     IPAddress,
+    IpProtocol,
     IpsAction,
     IpsEvent,
     IpsSeverity,
-    Protocol,
     ReasonClass,
     Record,
     RecordSummary,
     RecordType,
 )
-from collector.syslog import Envelope, SyslogMessage
 
 # The first word of each record type.
 MARKER_TAGS = frozenset({"Anti-Spoofing", "Authentication", "Engine", "FTP", "IPS"})
@@ -139,8 +139,8 @@ _IPS_PACKET = re.compile(
 _IPS_ACTIONS = {"Packet drop": IpsAction.DROP, "Alert": IpsAction.ALERT}
 _IPS_SEVERITIES = {s.value: s for s in IpsSeverity}
 
-_PROTOCOLS = {"tcp": Protocol.TCP, "udp": Protocol.UDP, "icmp": Protocol.ICMP,
-              "icmpv6": Protocol.ICMP, "ipv6-icmp": Protocol.ICMP}
+_PROTOCOLS = {"tcp": IpProtocol.TCP, "udp": IpProtocol.UDP, "icmp": IpProtocol.ICMP,
+              "icmpv6": IpProtocol.ICMP, "ipv6-icmp": IpProtocol.ICMP}
 
 
 def record_in(message: SyslogMessage) -> Record:
@@ -278,20 +278,20 @@ class _AntiSpoofingReader:
         # one was cut short.
         self._closing = closing
 
-    def _scan(self, text: str) -> tuple[re.Match[str], Protocol, list[str]] | None:
+    def _scan(self, text: str) -> tuple[re.Match[str], IpProtocol, list[str]] | None:
         match = _ANTI_SPOOFING.match(text)
         if match is None or not _is_endpoint(match["src"]) or not _is_endpoint(match["dst"]):
             return None
         defects = []
         protocol_name = match["proto"]
-        protocol = _PROTOCOLS.get(protocol_name.lower(), Protocol.OTHER)
+        protocol = _PROTOCOLS.get(protocol_name.lower(), IpProtocol.OTHER)
         if not protocol_name:
             defects.append("protocol")
         if _int_or_none(match["len"]) is None:
             defects.append("length")
         if self._closing and not match["tail"].endswith(self._closing):
             defects.append("truncated")
-        if protocol is Protocol.TCP and match["complete_tcp"] is None:
+        if protocol is IpProtocol.TCP and match["complete_tcp"] is None:
             defects += _tcp_fields(match["tail"])[1]
         return match, protocol, defects
 
@@ -310,9 +310,9 @@ class _AntiSpoofingReader:
             return UNKNOWN
         match, protocol, defects = scanned
         fields: dict[str, object] = {}
-        if protocol is Protocol.TCP:
+        if protocol is IpProtocol.TCP:
             fields = _tcp_fields(match["tail"])[0]
-        elif protocol is Protocol.UDP:
+        elif protocol is IpProtocol.UDP:
             numbers = dict(_NUMBER_FIELDS.findall(match["tail"]))
             if "udplen" in numbers:
                 fields["udp_length"] = int(numbers["udplen"])
@@ -556,7 +556,7 @@ class _IpsReader:
         if match["proto"] is not None:
             protocol_name = match["proto"]
             fields["protocol_name"] = protocol_name
-            fields["protocol"] = _PROTOCOLS.get(protocol_name.lower(), Protocol.OTHER)
+            fields["protocol"] = _PROTOCOLS.get(protocol_name.lower(), IpProtocol.OTHER)
             fields["source"] = parse_endpoint(match["src"])
             fields["destination"] = parse_endpoint(match["dst"])
         return IpsEvent(
@@ -683,7 +683,7 @@ _DOTTED_QUAD = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3
 
 # The common endpoints, 192.0.2.1:80 or 192.0.2.1 (an IPS line may add a
 # note in parentheses), checked without converting anything.
-# 0 to 255 and 0 to 65535, zero-padded or not; collector/shapes.py checks with them too.
+# 0 to 255 and 0 to 65535, zero-padded or not; collector/parsing/shapes.py checks with them too.
 # The first alternative that matches is the longest one that can: the
 # shapes match them without going back to try another.
 OCTET_PATTERN = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|0[0-9][0-9]|[0-9]{1,2})"

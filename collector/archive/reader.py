@@ -21,8 +21,8 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from collector.archive_files import DayFile, day_files, open_day
-from collector.archive_line import TORN_MARKER, ArchivedMessage, BadLine, parse_line
+from collector.archive.files import DayFile, day_files, open_day
+from collector.archive.line import TORN_MARKER, ArchivedMessage, BadLine, parse_line
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

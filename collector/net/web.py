@@ -26,7 +26,7 @@ The listener has limits of its own (``MetricsSite``), so that HTTP clients
 cannot take what syslog and the archive need. Connections past
 ``limits.max_http_connections`` are closed as soon as they are accepted:
 each open one holds a file descriptor, and those are budgeted (see
-``allow_descriptors`` in collector.tap). Only GET and HEAD without a body
+``allow_descriptors`` in collector.listening). Only GET and HEAD without a body
 are answered; any other request is refused as soon as its headers are read,
 before twisted.web would spool its body to a temporary file (of any size,
 for a chunked one). The request line and headers are bounded in size
@@ -56,8 +56,8 @@ from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from collector.logs import RateLimitedLog
 from collector.metrics import PREFIX
-from collector.pipeline import RateLimitedLog
 
 # A rendered /metrics body is served again for this long.
 CACHE_SECONDS = 1.0
@@ -151,7 +151,7 @@ class MetricsResource(Resource):
         self._bodies: dict[str, tuple[float, bytes]] = {}
         self._renderings: dict[str, _Rendering] = {}
 
-    def render_GET(self, request: Request) -> int:  # noqa: N802
+    def render_GET(self, request: Request) -> int:
         # Content type and body from the same encoder, so they always agree.
         encoder, content_type = choose_encoder(request.getHeader("Accept"))
         cached = self._bodies.get(content_type)
@@ -249,13 +249,13 @@ class _Families:
 class HealthResource(Resource):
     isLeaf = True
 
-    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+    def render_GET(self, request: Request) -> bytes:
         request.setHeader("Content-Type", "text/plain; charset=utf-8")
         return b"ok\n"
 
 
 class _Root(Resource):
-    def getChild(self, path: bytes, request: Request) -> IResource:  # noqa: N802
+    def getChild(self, path: bytes, request: Request) -> IResource:
         return notFound()
 
 
@@ -280,31 +280,31 @@ class LimitedChannel(HTTPChannel):
     transport: Any
     _refused = False
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         super().connectionMade()
         self._start_deadline()
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         if not self._refused:  # what follows a refused request is not read
             super().dataReceived(data)
 
-    def lineReceived(self, line: bytes) -> None:  # noqa: N802
+    def lineReceived(self, line: bytes) -> None:
         if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
             self._refuse("headers_too_large")
             return
         super().lineReceived(line)
 
-    def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802
+    def lineLengthExceeded(self, line: bytes) -> None:
         self._refuse("headers_too_large")
 
-    def headerReceived(self, line: bytes) -> bool:  # noqa: N802
+    def headerReceived(self, line: bytes) -> bool:
         if self._receivedHeaderCount >= self.maxHeaders:
             self._refuse("headers_too_large")
             return False
         ok: bool = super().headerReceived(line)
         return ok
 
-    def allHeadersReceived(self) -> None:  # noqa: N802
+    def allHeadersReceived(self) -> None:
         self._cancel_deadline()
         # Refused here, before the request's gotLength opens a file for the body.
         if self._command not in ALLOWED_METHODS:
@@ -314,13 +314,13 @@ class LimitedChannel(HTTPChannel):
         else:
             super().allHeadersReceived()
 
-    def requestDone(self, request: Request) -> None:  # noqa: N802
+    def requestDone(self, request: Request) -> None:
         if self.persistent:
             # Before the requests already received are read, which stops it again.
             self._start_deadline()
         super().requestDone(request)
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_deadline()
         super().connectionLost(reason)
         self.site.connection_closed()
@@ -375,7 +375,7 @@ class MetricsSite(Site):
         self._refused_requests = RateLimitedLog(_log, reactor)
         self._closed = RateLimitedLog(_log, reactor)
 
-    def buildProtocol(self, addr: IAddress | None) -> Any:  # noqa: N802
+    def buildProtocol(self, addr: IAddress | None) -> Any:
         # None has the port close the socket at once, before it accepts another.
         if self.open_connections >= self.max_connections:
             self._metrics.too_many_connections.inc()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 
-from collector.kerio import OCTET_PATTERN, PORT_PATTERN
+from collector.parsing.kerio import OCTET_PATTERN, PORT_PATTERN
 
 # sre keeps a point to go back to for each branch and repeat it passes
 # until the whole match ends, reallocating its stack as that grows. Where a

@@ -48,9 +48,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from collector.config import ListenAddress
-from collector.hosts import normalize_ip
-from collector.pipeline import RateLimitedLog, Sender
-from collector.slots import ConnectionSlots
+from collector.hosts import Sender, normalize_ip
+from collector.logs import RateLimitedLog
+from collector.net.slots import ConnectionSlots
 
 KIND_TCP = b"t"
 KIND_TLS = b"s"
@@ -63,7 +63,7 @@ UNHANDED = b"!"
 HANDOVER_FAILED = "handover_failed"
 _KIND_NAMES = {KIND_TCP: "tcp", KIND_TLS: "tls"}
 # To a worker, without a descriptor: close a connection of this sender (a
-# network, see collector.slots) so that another may connect.
+# network, see collector.net.slots) so that another may connect.
 EVICT = b"x"
 # Sent instead of the kind: the connection is over this limit (ConnectionSlots.admit).
 _REFUSAL_KINDS = {"too_many_connections": b"0", "too_many_from_sender": b"1"}
@@ -134,7 +134,7 @@ class WorkerChannel(Protocol):
             self._on_change()
         return True
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
         changed = False
@@ -157,7 +157,7 @@ class WorkerChannel(Protocol):
         if changed:
             self._on_change()
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._on_lost(self)
 
 
@@ -256,7 +256,7 @@ class OneProtocolFactory(Factory):
     def __init__(self, protocol: Protocol) -> None:
         self._protocol = protocol
 
-    def buildProtocol(self, addr: Any) -> Protocol:  # noqa: N802
+    def buildProtocol(self, addr: Any) -> Protocol:
         return self._protocol
 
 
@@ -275,7 +275,7 @@ class BalancedPort:
         self._resume: Any = None
         self._refusals = RateLimitedLog(self.log, reactor)
 
-    def startListening(self) -> None:  # noqa: N802
+    def startListening(self) -> None:
         address = self._address
         family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -290,7 +290,7 @@ class BalancedPort:
         self._socket = sock
         self._reactor.addReader(self)
 
-    def stopListening(self) -> None:  # noqa: N802
+    def stopListening(self) -> None:
         if self._resume is not None and self._resume.active():
             self._resume.cancel()
         if self._socket is not None:
@@ -298,7 +298,7 @@ class BalancedPort:
             self._socket.close()
             self._socket = None
 
-    def getHost(self) -> IPv4Address | IPv6Address:  # noqa: N802
+    def getHost(self) -> IPv4Address | IPv6Address:
         assert self._socket is not None
         host, port = self._socket.getsockname()[:2]
         if self._socket.family == socket.AF_INET6:
@@ -308,7 +308,7 @@ class BalancedPort:
     def fileno(self) -> int:
         return -1 if self._socket is None else self._socket.fileno()
 
-    def doRead(self) -> None:  # noqa: N802
+    def doRead(self) -> None:
         for _ in range(_ACCEPTS_PER_READ):
             if self._socket is None:
                 return
@@ -329,12 +329,12 @@ class BalancedPort:
                 sender = Sender.from_address(peer[0], peer[1])
                 if not self._balancer.hand_over(connection, self._kind, sender):
                     self._refusals.warn("no worker could take the connection from {peer}: closed it ({reason})",
-                                        peer=sender.text.decode(), reason=HANDOVER_FAILED)
+                                        peer=str(sender), reason=HANDOVER_FAILED)
 
-    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure) -> None:
         self.stopListening()
 
-    def logPrefix(self) -> str:  # noqa: N802
+    def logPrefix(self) -> str:
         return "BalancedPort"
 
 
@@ -359,10 +359,10 @@ class ConnectionReceiver(Protocol):
         self._partial = b""
         self._failures = RateLimitedLog(self.log, reactor)
 
-    def fileDescriptorReceived(self, descriptor: int) -> None:  # noqa: N802
+    def fileDescriptorReceived(self, descriptor: int) -> None:
         self._descriptors.append(descriptor)
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
         for line in lines:
@@ -409,7 +409,7 @@ class ConnectionReceiver(Protocol):
         """An admitted connection this worker could not take: refused, and
         its place in the supervisor's limits free again."""
         self._failures.warn("could not take the connection from {sender}: {error}",
-                            sender=sender.text.decode(), error=error)
+                            sender=str(sender), error=error)
         self._refuse(sender, HANDOVER_FAILED)
         self.closed(sender.ip)
 
@@ -435,7 +435,7 @@ class _ReportClosed(WrappingFactory):
         super().__init__(factory)
         self._receiver = receiver
 
-    def unregisterProtocol(self, p: ProtocolWrapper) -> None:  # noqa: N802
+    def unregisterProtocol(self, p: ProtocolWrapper) -> None:
         super().unregisterProtocol(p)
         self._receiver.closed(normalize_ip(p.getPeer().host))
 
@@ -458,14 +458,14 @@ class HandedOverConnections(Service):
         self._kinds = ", ".join(_KIND_NAMES[kind] for kind in factories)
         self._drains = drains
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         super().startService()
         self._receiver.start()
         self._reactor.adoptStreamConnection(self._channel, socket.AF_UNIX, OneProtocolFactory(self._receiver))
         os.close(self._channel)
         self.log.info("taking {kinds} connections from the supervisor", kinds=self._kinds)
 
-    def stopService(self) -> Deferred[None]:  # noqa: N802
+    def stopService(self) -> Deferred[None]:
         super().stopService()
         if self._receiver.transport is not None:
             self._receiver.transport.loseConnection()

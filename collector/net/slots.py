@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from collector.config import LimitSettings
+
 TOO_MANY_CONNECTIONS = "too_many_connections"
 TOO_MANY_FROM_SENDER = "too_many_from_sender"
 
@@ -64,6 +66,13 @@ class ConnectionSlots:
         # Evictions asked for and not yet ended: those connections are as good as gone.
         self._leaving: dict[str, int] = {}
         self._leaving_total = 0
+
+    @classmethod
+    def from_settings(cls, limits: LimitSettings, registered: Callable[[str], bool]) -> ConnectionSlots:
+        """The limits of ``[limits]``; ``registered`` says whether an address is a registered firewall's."""
+        return cls(limits.max_connections, limits.max_connections_per_sender,
+                   prefix_ipv4=limits.sender_prefix_ipv4, prefix_ipv6=limits.sender_prefix_ipv6,
+                   registered=registered)
 
     def sender_of(self, ip: str) -> str:
         """The sender an address counts as: itself if registered, else its network."""

@@ -13,25 +13,27 @@ import struct
 import termios
 from typing import Any
 
+from prometheus_client import Counter
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
-from prometheus_client import Counter
-from twisted.application.service import Service
 from twisted.logger import ILogObserver, LogEvent, Logger, globalLogPublisher
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from collector.archive import Archive
+from collector.archive.writer import Archive
 from collector.config import Firewall
-from collector.framing import StreamDecoder, datagram_message
+from collector.hosts import Sender
+from collector.logs import RateLimitedLog
 from collector.metrics import CollectorMetrics
-from collector.pipeline import Pipeline, RateLimitedLog, Sender
+from collector.net.slots import ConnectionSlots
+from collector.net.tls import subject_common_name
+from collector.parsing.framing import StreamDecoder, datagram_message
+from collector.pipeline import Pipeline
 from collector.records import Transport
-from collector.slots import ConnectionSlots
-from collector.tls import subject_common_name
 
 # Why a connection is not being read: each must be lifted before it is read again.
 ARCHIVE_BEHIND = "archive"
@@ -117,7 +119,7 @@ class SyslogDatagramProtocol(DatagramProtocol):
         self._batches: dict[tuple[str, int], tuple[Sender, list[bytes]]] = {}
         self._delivery: IDelayedCall | None = None
 
-    def startProtocol(self) -> None:  # noqa: N802
+    def startProtocol(self) -> None:
         sock = self._socket = self.transport.socket
         granted = set_receive_buffer(sock, self._receive_buffer)
         # Linux reports twice the size asked for (the rest is its bookkeeping).
@@ -128,7 +130,7 @@ class SyslogDatagramProtocol(DatagramProtocol):
                 requested=self._receive_buffer)
         self._metrics.udp_sockets.watch(sock, self._receive_buffer)
 
-    def stopProtocol(self) -> None:  # noqa: N802
+    def stopProtocol(self) -> None:
         if self._delivery is not None:
             self._delivery.cancel()
         if self._resting is not None:
@@ -138,7 +140,7 @@ class SyslogDatagramProtocol(DatagramProtocol):
         self.deliver()
         self._metrics.udp_sockets.forget(self._socket)
 
-    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:  # noqa: N802
+    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         if not datagram:
             return
         batch = self._batches.get(addr)
@@ -172,7 +174,7 @@ class SyslogDatagramProtocol(DatagramProtocol):
 
     def _deliver_read(self) -> None:
         self.deliver()
-        if self._archive.full:
+        if self._archive.pause_datagrams:
             self._read_bytes = 0
             self._paused = True
             self.transport.stopReading()
@@ -227,7 +229,7 @@ def rest_before_reading(read_from: float, now: float, received: int, interval: f
 def socket_transport(transport: Any) -> Any:
     """The transport under any wrapping factory's: the one that reads the socket.
 
-    A worker's connections come wrapped (collector.balancing reports each
+    A worker's connections come wrapped (collector.workers.balancing reports each
     one's end to the supervisor); the wrapper passes attributes read
     through to the transport it wraps, but keeps those set on itself.
     """
@@ -264,7 +266,7 @@ class SyslogStreamProtocol(Protocol):
     _held_since = 0.0
     _release: IDelayedCall | None = None
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         factory = self.factory
         peer = self.transport.getPeer()
         self.sender = Sender.from_address(peer.host, peer.port)
@@ -301,7 +303,7 @@ class SyslogStreamProtocol(Protocol):
                 self._discard_unread()
                 self.transport.loseConnection()
 
-    def handshakeCompleted(self) -> None:  # noqa: N802
+    def handshakeCompleted(self) -> None:
         self.handshake_done = True
         subject = subject_common_name(self.transport.getPeerCertificate())
         binding = self.factory.pipeline.hosts.tls_binding(self.sender.ip, subject)
@@ -316,7 +318,7 @@ class SyslogStreamProtocol(Protocol):
         self._firewall = binding.firewall
         self._accepted = True
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         if not self._accepted:
             # A refused connection's bytes, read before it closes.
             self.factory.discarded_refused.inc(len(data))
@@ -340,7 +342,7 @@ class SyslogStreamProtocol(Protocol):
         elif frames or self.partial_since is None:
             self.partial_since = now
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._release is not None:
             self._release.cancel()
             self._release = None
@@ -366,11 +368,11 @@ class SyslogStreamProtocol(Protocol):
         """Close for a limit (idle, frame timeout), counted by reason."""
         self.factory.metrics.closed_connections.labels(reason=reason).inc()
         self.log.info("closing connection from {sender}: {reason}",
-                      sender=self.sender.text.decode(), reason=reason)
+                      sender=str(self.sender), reason=reason)
         self.read_dry_and_close()
 
     def evict(self) -> None:
-        """Close for another sender's sake (see collector.slots), once."""
+        """Close for another sender's sake (see collector.net.slots), once."""
         if not self.evicted:
             self.evicted = True
             self.close("evicted")
@@ -379,7 +381,7 @@ class SyslogStreamProtocol(Protocol):
         """A TLS client that has not finished its handshake in time holds a place for nothing."""
         self._handshake_timed_out = True
         self.factory.metrics.closed_connections.labels(reason="handshake_timeout").inc()
-        self.log.info("closing connection from {sender}: handshake_timeout", sender=self.sender.text.decode())
+        self.log.info("closing connection from {sender}: handshake_timeout", sender=str(self.sender))
         self.transport.abortConnection()
 
     def read_dry_and_close(self) -> None:
@@ -459,7 +461,7 @@ class SyslogStreamProtocol(Protocol):
     def _archive(self, frames: list[bytes]) -> None:
         factory = self.factory
         factory.pipeline.receive(frames, self.sender, factory.transport_kind, self._firewall)
-        if factory.archive.backlogged:
+        if factory.archive.pause_streams:
             factory.pause()
 
     def _hold_back(self, now: float, wait: float) -> None:
@@ -470,7 +472,7 @@ class SyslogStreamProtocol(Protocol):
         self._release = factory.clock.callLater(max(MIN_THROTTLE_SECONDS, wait), self._release_held)
         factory.throttle_log.warn(
             "sender {sender} is over its rate limit ({rate} messages/s): its connections are "
-            "read only as fast as that", sender=self.sender.text.decode(), rate=factory.pipeline.rate_limiter.rate)
+            "read only as fast as that", sender=str(self.sender), rate=factory.pipeline.rate_limiter.rate)
 
     def _release_held(self) -> None:
         self._release = None
@@ -515,14 +517,14 @@ class SyslogStreamFactory(Factory):
         self._sweeper = LoopingCall(self.sweep)
         self._sweeper.clock = clock
 
-    def startFactory(self) -> None:  # noqa: N802
+    def startFactory(self) -> None:
         self._sweeper.start(SWEEP_INTERVAL, now=False)
 
-    def stopFactory(self) -> None:  # noqa: N802
+    def stopFactory(self) -> None:
         if self._sweeper.running:
             self._sweeper.stop()
 
-    def buildProtocol(self, addr: IAddress) -> SyslogStreamProtocol:  # noqa: N802
+    def buildProtocol(self, addr: IAddress) -> SyslogStreamProtocol:
         protocol = SyslogStreamProtocol()
         protocol.factory = self
         return protocol
@@ -627,11 +629,11 @@ class DescriptorShortage(Service):
         self._refused = refused
         self._publisher = publisher
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         super().startService()
         self._publisher.addObserver(self)
 
-    def stopService(self) -> None:  # noqa: N802
+    def stopService(self) -> None:
         super().stopService()
         self._publisher.removeObserver(self)
 

@@ -4,7 +4,7 @@ The twistd process becomes a supervisor: it serves ``/metrics`` (aggregated
 from the workers by ``prometheus_client``'s multiprocess mode) and runs one
 ``twistd -n syslog-collector`` per worker. It listens on the TCP and TLS
 ports itself and hands each connection to the worker with the fewest open
-(collector/balancing.py). The workers bind the UDP port with
+(collector/workers/balancing.py). The workers bind the UDP port with
 ``SO_REUSEPORT``, and the kernel gives each datagram to one of them at random
 (``spread_at_random``): worker 0 binds first and reports the address it
 actually bound (port 0 picks one) over its channel, and the others are
@@ -40,9 +40,9 @@ from twisted.internet.protocol import DatagramProtocol, ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from collector.balancing import CHANNEL_FD, Balancer, report_udp_bound
 from collector.config import Config, ListenAddress
 from collector.metrics import UdpPortDropsCollector
+from collector.workers.balancing import CHANNEL_FD, Balancer, report_udp_bound
 
 WORKER_ENV = "SYSLOG_COLLECTOR_WORKER"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -56,7 +56,7 @@ RESTART_DELAY = 1.0
 @dataclass(frozen=True, slots=True)
 class WorkerRole:
     index: int
-    # The descriptor of its channel to the supervisor (collector.balancing).
+    # The descriptor of its channel to the supervisor (collector.workers.balancing).
     channel: int
 
 
@@ -138,7 +138,7 @@ class WorkerProcess(ProcessProtocol):
         self.ended: Deferred[None] = Deferred()
         self._partial = b""
 
-    def outReceived(self, data: bytes) -> None:  # noqa: N802
+    def outReceived(self, data: bytes) -> None:
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
         for raw in lines:
@@ -146,7 +146,7 @@ class WorkerProcess(ProcessProtocol):
 
     errReceived = outReceived
 
-    def processEnded(self, reason: Failure) -> None:  # noqa: N802
+    def processEnded(self, reason: Failure) -> None:
         self.log.info("worker {index} ended: {reason}", index=self.index, reason=reason.getErrorMessage())
         self.ended.callback(None)
 
@@ -168,11 +168,11 @@ class SupervisorLink(Service):
         self._input = _EndOfInput(reactor, descriptor, self._gone)
         self._reactor = reactor
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         super().startService()
         self._input.startReading()
 
-    def stopService(self) -> None:  # noqa: N802
+    def stopService(self) -> None:
         super().stopService()
         self._input.stopReading()
 
@@ -198,10 +198,10 @@ class _EndOfInput(FileDescriptor):
     def fileno(self) -> int:
         return self._descriptor
 
-    def doRead(self) -> Any:  # noqa: N802
+    def doRead(self) -> Any:
         return fdesc.readFromFD(self._descriptor, lambda data: None)
 
-    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)
         self._on_end()
 
@@ -235,7 +235,7 @@ class WorkerSupervisor(MultiService):
         self._stopping = False
         self.failed = False
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         super().startService()
         self.log.info("{count} workers; their metrics meet in {path}",
                       count=self._config.workers.count, path=self.metrics_dir)
@@ -319,7 +319,7 @@ class WorkerSupervisor(MultiService):
             if not protocol.ended.called:
                 process.signalProcess(signum)
 
-    def stopService(self) -> Deferred[None]:  # noqa: N802
+    def stopService(self) -> Deferred[None]:
         self._stopping = True
         for call in self._restarts.values():
             call.cancel()

@@ -6,8 +6,9 @@ The writing itself (opening, writing, closing files) runs in a thread, one
 flush at a time, so that a slow disk or the opening of a thousand files at
 the first flush of a day does not hold the reactor: meanwhile it goes on
 reading sockets. While a flush is being written, lines for the next one
-gather: past ``MAX_PENDING_BYTES`` of them the archive is backlogged, and
-TCP senders wait; past ``MAX_GATHERED_BYTES`` it is full, and UDP waits too.
+gather: past ``PAUSE_STREAMS_BYTES`` of them TCP and TLS
+senders wait (``pause_streams``); past ``PAUSE_DATAGRAMS_BYTES`` UDP waits too
+(``pause_datagrams``).
 
 A failed write is counted and logged, and the lines it did not write are
 kept for the next flush, up to ``retry_buffer_bytes``; past that the oldest
@@ -42,18 +43,18 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from collector.archive_files import MaintenanceReport, RefusedPath, maintain, open_directory, open_file
-from collector.archive_line import TORN_MARKER, Batch, format_batch, format_time
+from collector.archive.files import MaintenanceReport, RefusedPath, maintain, open_directory, open_file
+from collector.archive.line import TORN_MARKER, Batch, format_batch, format_time
 from collector.metrics import CollectorMetrics
 
 RETRY_BUFFER_BYTES = 64 * 1024 * 1024
 # Lines buffered between flushes; past this, a flush happens at once, or
-# when one is being written, the archive is backlogged.
-MAX_PENDING_BYTES = 8 * 1024 * 1024
+# when one is being written, TCP and TLS senders wait.
+PAUSE_STREAMS_BYTES = 8 * 1024 * 1024
 # Lines gathered while a flush is written, past which the archive is full.
 # Higher: UDP that is not read is lost, while TCP senders lose nothing by
 # waiting; the first flush with many new firewalls makes as many files.
-MAX_GATHERED_BYTES = 4 * MAX_PENDING_BYTES
+PAUSE_DATAGRAMS_BYTES = 4 * PAUSE_STREAMS_BYTES
 MAINTENANCE_INTERVAL = 3600.0
 # Refused paths (see archive_files.RefusedPath) are logged at most this often:
 # they are refused again at every flush until someone removes them.
@@ -73,15 +74,15 @@ class Archive(Protocol):
         """Archive messages received together (see ``archive_line.Batch``)."""
 
     @property
-    def backlogged(self) -> bool:
+    def pause_streams(self) -> bool:
         """Whether the archive is behind: TCP senders should wait."""
 
     @property
-    def full(self) -> bool:
+    def pause_datagrams(self) -> bool:
         """Whether the archive is far behind: all input should wait, UDP too."""
 
     def when_drained(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` after each flush that leaves the archive not backlogged."""
+        """Call ``callback`` after each flush that lets TCP and TLS senders go on."""
 
 
 Key = tuple[str, str]  # (host, day)
@@ -397,12 +398,12 @@ class FileArchive(Service):
         self.log.failure("archive maintenance failed", failure)
 
     @property
-    def backlogged(self) -> bool:
-        return self._behind(MAX_PENDING_BYTES)
+    def pause_streams(self) -> bool:
+        return self._behind(PAUSE_STREAMS_BYTES)
 
     @property
-    def full(self) -> bool:
-        return self._behind(MAX_GATHERED_BYTES)
+    def pause_datagrams(self) -> bool:
+        return self._behind(PAUSE_DATAGRAMS_BYTES)
 
     def _behind(self, gathered_bound: int) -> bool:
         # Half the retry buffer: input waits before anything must be dropped.
@@ -423,7 +424,7 @@ class FileArchive(Service):
             except KeyError:
                 pending[key] = [lines]
             self._pending_bytes += len(lines)
-        if self._pending_bytes > MAX_PENDING_BYTES and not self._writing:
+        if self._pending_bytes > PAUSE_STREAMS_BYTES and not self._writing:
             self.flush()
 
     def flush(self) -> Deferred[None]:
@@ -515,9 +516,9 @@ class FileArchive(Service):
             self._maintain_after_write = False
             self.maintain()
         # Unless the lines gathered are a past day's, held back from maintenance.
-        if self._flush_waiters or (self._pending_bytes > MAX_PENDING_BYTES and self._maintenance is None):
+        if self._flush_waiters or (self._pending_bytes > PAUSE_STREAMS_BYTES and self._maintenance is None):
             self._write_buffered()
-        if not self.backlogged:
+        if not self.pause_streams:
             for listener in self._drain_listeners:
                 listener()
         for waiter in waiters:

@@ -21,7 +21,7 @@ from twisted.internet import ssl
 from twisted.logger import Logger
 
 from collector.config import ConfigError, TlsSettings
-from collector.pipeline import RateLimitedLog
+from collector.logs import RateLimitedLog
 
 _PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 _PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.S)
