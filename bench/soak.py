@@ -125,7 +125,7 @@ def main() -> None:
                 collector.process.send_signal(signal.SIGHUP)
                 next_hup += 30
             if now >= next_move:  # an external tool moves an archive file away, then SIGHUP
-                for day_file in day_files(collector.archive.writer, "soak-0"):
+                for day_file in day_files(collector.archive, "soak-0"):
                     if not day_file.compressed:
                         os.rename(day_file.path, moved / f"{day_file.day}-{int(now)}.log")
                 collector.process.send_signal(signal.SIGHUP)
@@ -154,13 +154,13 @@ def main() -> None:
 
     lost = 0
     for sender in senders:
-        files = day_files(collector.archive.writer, sender.name_)
+        files = day_files(collector.archive, sender.name_)
         seen = {int(m.message.rsplit(b"=", 1)[1]) for m in read_messages(files)}
         for path in moved.glob("*.log"):
             seen |= {int(line.rsplit(b"=", 1)[1]) for line in path.read_bytes().splitlines()
                      if sender.name_.encode() + b" " in line}
         lost += sender.sent - len(seen & set(range(sender.sent)))
-    udp_seen = sum(1 for _ in read_messages(day_files(collector.archive.writer, "soak-udp")))
+    udp_seen = sum(1 for _ in read_messages(day_files(collector.archive, "soak-udp")))
     rss_growth = samples[-1][1] - samples[1][1] if len(samples) > 1 else 0
     print(f"exit status {status}")
     print(f"TCP: sent {sum(s.sent for s in senders)}, lost {lost}, reconnects {sum(s.reconnects for s in senders)}")

@@ -57,7 +57,7 @@ def test_another_sender_cannot_speak_as_a_registered_firewall(collector):
     assert wait_until(lambda: collector.archived("127.0.3.9") and collector.archived("127.0.3.10"))
     assert collector.archived("127.0.3.9") == [STARTUP]
     assert collector.archived("127.0.3.10") == [STARTUP]
-    assert not (collector.archive.writer / "gw1").exists()
+    assert not (collector.archive / "gw1").exists()
     assert startups(collector, "gw1") == 0
     assert startups(collector, "127.0.3.9") == 1 and startups(collector, "127.0.3.10") == 1
     assert collector.sample("syslog_collector_received_messages_total", host="127.0.3.10", transport="tcp") == 1
@@ -78,8 +78,8 @@ def test_the_default_bound_on_unregistered_hosts():
 def test_past_a_thousand_unregistered_hosts_they_share_one_tag(collector):
     hosts = [b"host-%04d" % i for i in range(1000)]
     send_udp_from(collector, "127.0.0.1", [b"<116>1 - %s security - - - Engine: Startup." % h for h in hosts])
-    assert wait_until(lambda: len(list(collector.archive.writer.iterdir())) >= 1000, timeout=30)
-    assert sorted(p.name for p in collector.archive.writer.iterdir()) == [h.decode() for h in hosts]
+    assert wait_until(lambda: len(list(collector.archive.iterdir())) >= 1000, timeout=30)
+    assert sorted(p.name for p in collector.archive.iterdir()) == [h.decode() for h in hosts]
 
     late = b"<116>1 - host-1000 security - - - Engine: Startup."
     send_udp_from(collector, "127.0.3.9", [late])
@@ -87,9 +87,9 @@ def test_past_a_thousand_unregistered_hosts_they_share_one_tag(collector):
     assert wait_until(lambda: collector.archived("unregistered"))
     assert collector.archived("unregistered") == [late]
     # Each line keeps its sender's address, as always.
-    line = next((collector.archive.writer / "unregistered").glob("*.log")).read_bytes()
+    line = next((collector.archive / "unregistered").glob("*.log")).read_bytes()
     assert b" 127.0.3.9:" in line
-    assert not (collector.archive.writer / "host-1000").exists()
+    assert not (collector.archive / "host-1000").exists()
 
     # A reload starts no new count: host-1001 shares the tag too, and the
     # hosts seen keep theirs.
@@ -100,4 +100,4 @@ def test_past_a_thousand_unregistered_hosts_they_share_one_tag(collector):
     collector.wait_for("syslog_collector_unregistered_overflow_total", 2)
     assert wait_until(lambda: len(collector.archived("unregistered")) == 2)
     assert wait_until(lambda: len(collector.archived("host-0005")) == 2)
-    assert len(list(collector.archive.writer.iterdir())) == 1001
+    assert len(list(collector.archive.iterdir())) == 1001

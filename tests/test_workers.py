@@ -202,8 +202,8 @@ def test_module_loggers_are_named_after_their_modules():
     # Logger() takes its namespace from the calling frame, which a compiled
     # (mypyc) module has none of: its lines would say importlib._bootstrap.
     named = {}
-    for info in pkgutil.iter_modules(collector.__path__):
-        module = importlib.import_module(f"collector.{info.name}")
+    for info in pkgutil.walk_packages(collector.__path__, "collector."):
+        module = importlib.import_module(info.name)
         for value in vars(module).values():
             if isinstance(value, Logger):
                 named[module.__name__] = value.namespace
