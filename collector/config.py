@@ -155,21 +155,49 @@ def _setting(default: object, parse: Callable[[object], Any], doc: str) -> Any:
 @dataclass(frozen=True, slots=True)
 class ListenSettings:
     udp: ListenAddress | None = _setting(
-        "5514", parse_listen_address, "syslog over UDP")
+        "5514", parse_listen_address,
+        "Syslog over UDP (RFC 5426), one message a datagram. With several workers they share the port "
+        "(`SO_REUSEPORT`), each datagram going to one of them at random.")
     tcp: ListenAddress | None = _setting(
-        "5514", parse_listen_address, "syslog over TCP, LF or octet-counted framing")
+        "5514", parse_listen_address,
+        "Syslog over TCP (RFC 6587), each frame read on its own: octet-counted when it begins with a count "
+        "of at most `listen.max_frame_bytes` without a leading zero, then a space; any other frame is read "
+        "up to its LF. With several workers the supervisor listens and hands each connection to the worker "
+        "with the fewest.")
     metrics: ListenAddress | None = _setting(
-        "9514", parse_listen_address, "HTTP: /metrics and /healthz")
+        "9514", parse_listen_address,
+        "HTTP: `/metrics` for Prometheus and `/healthz` for probes, held to limits of their own "
+        "(`limits.max_http_connections`). With several workers the supervisor serves it, summed over them.")
     max_frame_bytes: int = _setting(
-        65536, _positive_int, "longer messages are truncated to this and counted")
+        65536, _positive_int,
+        "A longer message (a TCP or TLS frame, or a datagram) is cut to this many bytes, counted in "
+        "`syslog_collector_truncated_frames_total`, and the bytes left out in "
+        "`syslog_collector_skipped_bytes_total`. An archive line is then at most four times this (every byte "
+        "escaped) plus its prefix.")
     udp_receive_buffer_bytes: int = _setting(
-        8 * 1024 * 1024, _positive_int, "SO_RCVBUF of the UDP socket: room for bursts")
+        8 * 1024 * 1024, _positive_int,
+        "`SO_RCVBUF` of the UDP socket: room for the datagrams that arrive while the collector is busy (a "
+        "scrape, a flush), rests between reads, or waits for the archive. Beyond the sysctl "
+        "`net.core.rmem_max` it takes `CAP_NET_ADMIN` (root has it); otherwise the kernel grants less, which "
+        "is logged at start-up and shown in `syslog_collector_udp_receive_buffer_bytes`.")
     udp_read_interval_seconds: float = _setting(
-        0.01, _non_negative_seconds, "a UDP socket giving a little at a time is read at most this often; 0: at once")
+        0.01, _non_negative_seconds,
+        "A UDP socket whose reads give a little at a time is read at most this often: every read costs a "
+        "wakeup and the pipeline's work per call however little it brings, so the datagrams that arrive "
+        "meanwhile are read in one go, at less CPU per message. A read of 64 KiB or more is followed by the "
+        "next at once. The datagrams wait in the kernel meanwhile: `listen.udp_receive_buffer_bytes` must "
+        "hold this long's worth at the peak rate. `0` reads them as soon as they arrive.")
     tcp_receive_buffer_bytes: int = _setting(
-        0, _non_negative_int, "SO_RCVBUF of each TCP connection; 0: the kernel sizes it")
+        0, _non_negative_int,
+        "`SO_RCVBUF` of each TCP connection (not TLS). `0` leaves it to the kernel, which starts small "
+        "(`net.ipv4.tcp_rmem`) and grows it as the collector reads. A fixed size holds from the first read, "
+        "and each connection whose reading is paused (the archive behind, a sender over its rate) may then "
+        "hold that much kernel memory.")
     drain_seconds: float = _setting(
-        5.0, _positive_seconds, "at shutdown, how long open TCP connections may keep sending")
+        5.0, _positive_seconds,
+        "On a graceful stop (SIGTERM, SIGINT), how long open TCP and TLS connections may go on sending. Each "
+        "is read dry and closed once found quiet for 0.2 s at two checks in a row, and every one still open "
+        "(one paused while the archive catches up, say) at this deadline.")
 
 
 def _optional_path(value: object) -> Path | None:
@@ -179,82 +207,170 @@ def _optional_path(value: object) -> Path | None:
 
 @dataclass(frozen=True, slots=True)
 class TlsSettings:
-    enabled: bool = _setting(False, _typed(bool, "true or false"), "syslog over TLS (RFC 5425)")
-    listen: ListenAddress | None = _setting("6514", parse_listen_address, "address of the TLS listener")
-    certificate: Path | None = _setting("", _optional_path, "the server's certificate chain, PEM")
-    key: Path | None = _setting("", _optional_path, "its private key, PEM (may be the certificate file)")
-    ca: Path | None = _setting("", _optional_path, "CA certificates, PEM, that sign client certificates")
+    enabled: bool = _setting(
+        False, _typed(bool, "true or false"),
+        "Listen for syslog over TLS (RFC 5425) on `tls.listen`; needs `tls.certificate` and `tls.key`.")
+    listen: ListenAddress | None = _setting(
+        "6514", parse_listen_address,
+        "Address of the TLS listener, written as those of `[listen]`. With several workers the supervisor "
+        "listens and the workers do the handshakes.")
+    certificate: Path | None = _setting(
+        "", _optional_path,
+        "The server's certificate, PEM, the rest of its chain after it in the same file. Required when "
+        "`tls.enabled`.")
+    key: Path | None = _setting(
+        "", _optional_path,
+        "The certificate's private key, PEM; may be the certificate's file. Required when `tls.enabled`.")
+    ca: Path | None = _setting(
+        "", _optional_path,
+        "CA certificates, PEM, that sign the firewalls' client certificates. Required when "
+        "`tls.verify_clients`.")
     verify_clients: bool = _setting(
-        False, _typed(bool, "true or false"), "require a client certificate signed by ca (mutual TLS)")
+        False, _typed(bool, "true or false"),
+        "Require a client certificate signed by `tls.ca` (mutual TLS). A `[[firewall]]` entry's "
+        "`tls_subject` then binds a certificate to that firewall.")
     crl: Path | None = _setting(
-        "", _optional_path, "certificate revocation lists, PEM, signed by ca; re-read on SIGHUP")
+        "", _optional_path,
+        "Certificate revocation lists, PEM (one file may hold several), each signed by a CA of `tls.ca`; "
+        "needs `tls.verify_clients`. A client whose certificate, or a CA certificate above it, is revoked "
+        "fails the handshake, and is logged as revoked. A list past its next update is still used, and "
+        'logged. Re-read on SIGHUP; a file that no longer loads leaves the lists in use. `""` checks no '
+        "revocation.")
 
 
 @dataclass(frozen=True, slots=True)
 class LimitSettings:
-    max_connections: int = _setting(2000, _positive_int, "open TCP and TLS connections in all")
+    max_connections: int = _setting(
+        2000, _positive_int,
+        "Open TCP and TLS connections in all. One more is closed as soon as it is accepted "
+        "(`too_many_connections`), except that a registered firewall still gets a place, and so does a "
+        "newcomer while an unregistered sender holds at least two more than the newcomer would: that "
+        "sender's longest-idle connection is closed (`evicted`).")
     max_connections_per_sender: int = _setting(
-        32, _positive_int, "open TCP and TLS connections from one sender (a registered firewall's address, "
-        "or the network of sender_prefix_ipv4 / sender_prefix_ipv6 of any other)")
+        32, _positive_int,
+        "Open TCP and TLS connections from one sender; one more is closed as soon as it is accepted "
+        "(`too_many_from_sender`).")
     sender_prefix_ipv4: int = _setting(
-        24, _prefix(32), "unregistered IPv4 senders are counted by networks of this prefix length")
+        24, _prefix(32),
+        "An unregistered IPv4 sender is its network of this prefix length: a host on a network can take any "
+        "of its addresses.")
     sender_prefix_ipv6: int = _setting(
-        64, _prefix(128), "unregistered IPv6 senders are counted by networks of this prefix length")
+        64, _prefix(128),
+        "An unregistered IPv6 sender is its network of this prefix length: a /64 is an endless supply of "
+        "addresses for one host.")
     handshake_timeout_seconds: float = _setting(
-        10.0, _positive_seconds, "a TLS connection that has not finished its handshake by then is closed")
+        10.0, _positive_seconds,
+        "A TLS connection whose handshake is not done in this time is closed (`handshake_timeout`).")
     idle_timeout_seconds: float = _setting(
-        600.0, _positive_seconds, "a connection that sends nothing for this long is closed")
+        600.0, _positive_seconds,
+        "A connection that sends nothing for this long is closed (`idle`); trailers and blank lines alone "
+        "count as silence. What it had sent is kept.")
     frame_timeout_seconds: float = _setting(
-        30.0, _positive_seconds, "a message begun must be complete within this time (slowloris)")
+        30.0, _positive_seconds,
+        "A message begun must be complete within this time, or the connection is closed (`frame_timeout`): a "
+        "sender trickling bytes holds no place for long. A connection the collector paused is neither idle "
+        "nor slow: both times start again when it is resumed.")
     max_messages_per_second_per_sender: int = _setting(
-        200000, _non_negative_int, "token bucket per sender address, burst of one second (0: none)")
+        200000, _non_negative_int,
+        "Messages a second from one sender address: a token bucket with a burst of one second, shared by its "
+        "datagrams and all its connections. Over TCP and TLS the sender is held back, not dropped: what was "
+        "read is archived and charged, and its connections are not read again until the debt is paid "
+        "(`syslog_collector_throttled_seconds_total`). Over UDP the excess is dropped, counted in "
+        "`syslog_collector_rate_limited_messages_total` and "
+        '`syslog_collector_dropped_messages_total{reason="rate_limited"}`. Each worker applies it on its '
+        "own. `0`: no limit. Set it above what your busiest UDP sender sends in an attack: dropped security "
+        "lines are lost for good.")
     max_http_connections: int = _setting(
-        64, _positive_int, "open HTTP connections to listen.metrics; more are closed at once")
+        64, _positive_int,
+        "Open HTTP connections to `listen.metrics`. One more is closed as soon as it is accepted, counted in "
+        "`syslog_collector_http_refused_connections_total`, so that no number of HTTP clients takes the file "
+        "descriptors that syslog connections and archive files need. Prometheus needs one or two; the rest "
+        "is room for probes and people.")
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
     count: int = _setting(
-        1, _positive_int, "processes sharing the listening ports (SO_REUSEPORT); more use more cores")
+        1, _positive_int,
+        "Processes that share the work, to use more than one core. Above 1, the twistd process supervises "
+        "that many workers: it takes the TCP and TLS connections and hands each to the worker with the "
+        "fewest open, the workers share the UDP port (`SO_REUSEPORT`, each datagram to one at random), and "
+        "it serves `/metrics` summed over them.")
 
 
 @dataclass(frozen=True, slots=True)
 class ArchiveSettings:
-    dir: Path = _setting("archive", lambda v: Path(_typed(str, "a directory path")(v)),
-                         "root of the per-host archives, relative to the working directory")
-    timezone: tzinfo = _setting("UTC", parse_timezone, "zone of the day boundaries of archive files")
+    dir: Path = _setting(
+        "archive", lambda v: Path(_typed(str, "a directory path")(v)),
+        "Root of the per-host archives, relative to the working directory unless absolute. It is created at "
+        "start-up if missing; one that cannot be written stops the collector.")
+    timezone: tzinfo = _setting(
+        "UTC", parse_timezone,
+        "Zone of the archive files' day boundaries: `UTC` or an IANA name such as `Europe/Prague`.")
     flush_interval_seconds: float = _setting(
-        1.0, _positive_seconds, "buffered lines are written at least this often")
-    fsync: bool = _setting(False, _typed(bool, "true or false"), "fsync archive files after each flush")
+        1.0, _positive_seconds,
+        "Received lines are buffered and written at least this often, and at shutdown: a crash (kill -9) "
+        "loses at most this much. More than 8 MiB of buffered lines are written at once.")
+    fsync: bool = _setting(
+        False, _typed(bool, "true or false"),
+        "fsync each archive file after each flush: the lines survive a power cut, at a cost in disk IOPS.")
     max_open_files: int = _setting(
-        1024, _positive_int, "archive files kept open at once (LRU); at least the number of firewalls")
-    compress: bool = _setting(True, _typed(bool, "true or false"), "gzip closed days' files")
+        1024, _positive_int,
+        "Archive files held open at once; the least recently written is closed first. At least the number of "
+        "firewalls, or files are opened again at every flush. At start-up the collector raises its "
+        "open-files limit to `limits.max_connections` plus `limits.max_http_connections` plus this plus 128, "
+        "as far as the hard limit allows.")
+    compress: bool = _setting(
+        True, _typed(bool, "true or false"),
+        "Compress each closed day's file to `<YYYY-MM-DD>.log.gz`, in a background thread, so that a crash "
+        "at any point loses and doubles no line. With several workers, worker 0 does it, once nobody has "
+        "written to the file for two minutes.")
     retention_days: int = _setting(
-        0, _non_negative_int, "days kept before today; older files are removed (0: keep all)")
+        0, _non_negative_int,
+        "Days kept before today; older files are removed at start-up, after each change of day and every "
+        "hour. `0` keeps everything.")
     max_host_bytes: int = _setting(
-        0, _non_negative_int, "bound on each host's files, oldest removed first (0: no bound)")
+        0, _non_negative_int,
+        "Bound on each host's archive files in bytes, oldest removed first; today's file is never removed. "
+        "`0` sets no bound.")
 
 
 @dataclass(frozen=True, slots=True)
 class SyslogSettings:
     timezone: tzinfo = _setting(
-        "UTC", parse_timezone, "zone of RFC 3164 timestamps, unless a firewall sets its own")
+        "UTC", parse_timezone,
+        "Zone of RFC 3164 timestamps, which carry none; a `[[firewall]]` entry may set its own. It serves "
+        "the clock skew metric: messages are archived as received.")
 
 
 @dataclass(frozen=True, slots=True)
 class HostSettings:
     unregistered: UnregisteredPolicy = _setting(
-        "accept", _enum(UnregisteredPolicy), "what to do with senders not in [[firewall]]")
+        "accept", _enum(UnregisteredPolicy),
+        "Senders not listed under `[[firewall]]`: `accept` tags them by their syslog HOSTNAME, or their "
+        "address when it has no usable one; `refuse` drops their datagrams and closes their TCP and TLS "
+        "connections, counted in `syslog_collector_refused_messages_total` and "
+        "`syslog_collector_refused_connections_total`.")
     max_unregistered: int = _setting(
-        1000, _non_negative_int, "distinct host tags of unregistered senders; past it, tagged 'unregistered'")
+        1000, _non_negative_int,
+        "Distinct host tags of unregistered senders (and of HOSTNAMEs a relay passes on that name no "
+        "registered firewall). The messages of further ones are archived under the one tag `unregistered`, "
+        "each line with its sender's address as always, and counted in "
+        "`syslog_collector_unregistered_overflow_total`: archive directories and `host` label values stay "
+        "bounded. Counted from the start of the process, across reloads; each worker counts its own. `0` "
+        "tags every unregistered sender `unregistered`.")
 
 
 @dataclass(frozen=True, slots=True)
 class MetricsSettings:
     max_hosts: int = _setting(
-        1000, _positive_int, "distinct host label values; past it, hosts are counted as 'other'")
+        1000, _positive_int,
+        'Distinct values of the `host` label; messages from further hosts are counted under `host="other"` '
+        "and in `syslog_collector_host_label_overflow_total`.")
     max_interfaces_per_host: int = _setting(
-        20, _positive_int, "distinct anti-spoofing interface label values per host; then 'other'")
+        20, _positive_int,
+        "Distinct anti-spoofing interface names of a host used as label values (they are free text from the "
+        "firewall's configuration); further ones, and names over 64 bytes, count as `other`.")
 
 
 _HOST_NAME = re.compile(r"[a-z0-9][a-z0-9._:-]{0,62}")
@@ -350,6 +466,11 @@ def _section(name: str, cls: type, raw: object) -> Any:
 _FIREWALL_KEYS = {"name", "addresses", "relay", "timezone", "hostnames", "tls_subject"}
 
 
+# The shared tag of unregistered hosts past hosts.max_unregistered, and the
+# label of hosts past metrics.max_hosts.
+RESERVED_NAMES = ("unregistered", "other")
+
+
 def _firewalls(raw: object) -> tuple[Firewall, ...]:
     if not isinstance(raw, list):
         raise ConfigError("firewall", "expected an array of tables ([[firewall]])")
@@ -371,13 +492,18 @@ def _firewalls(raw: object) -> tuple[Firewall, ...]:
                               f"'.', '_', ':' or '-', at most 63 characters, got {name!r}")
         if name in names:
             raise ConfigError(f"{where}.name", f"{name!r} is already the name of another firewall")
+        if name in RESERVED_NAMES or _is_ip(name):
+            # Tags the collector gives others: an unregistered sender's
+            # address, and the shared tag and label of overflows.
+            raise ConfigError(f"{where}.name", f"{name!r} is a tag the collector gives other senders: "
+                              "choose another name")
         names.add(name)
         firewalls.append(Firewall(
             name=name,
             networks=_networks(f"{where}.addresses", entry["addresses"]),
             relay=_field(where, "relay", _typed(bool, "true or false"), entry, False),
             timezone=_field(where, "timezone", parse_timezone, entry, None),
-            hostnames=tuple(h.casefold() for h in _field(
+            hostnames=tuple(h.casefold().rstrip(".") for h in _field(
                 where, "hostnames", _string_list, entry, [])),
             tls_subject=_field(where, "tls_subject", _typed(str, "a certificate subject CN"), entry, None),
         ))
@@ -406,10 +532,23 @@ def _networks(key: str, value: object) -> tuple[Network, ...]:
     networks = []
     for index, item in enumerate(value):
         try:
-            networks.append(ipaddress.ip_network(item, strict=True))
+            network = ipaddress.ip_network(item, strict=True)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{key}[{index}]", f"not an IP address or CIDR network: {item!r} ({e})") from None
+        # Senders' IPv4-mapped IPv6 addresses are read as IPv4 (hosts.normalize_ip): so are these.
+        mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
+        if mapped is not None and network.prefixlen >= 96:
+            network = ipaddress.IPv4Network(f"{mapped}/{network.prefixlen - 96}")
+        networks.append(network)
     return tuple(networks)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def check_archive_dir(config: Config, user: tuple[int, int] | None = None) -> None:
