@@ -102,6 +102,10 @@ class HostRegistry:
             for hostname in firewall.hostnames:
                 self._claims.setdefault(hostname, firewall)
         self._claims.update(self._by_name)
+        # The first label of each name ("branch" of "branch.example.com").
+        self._by_first_label: dict[str, Firewall] = {}
+        for firewall in firewalls:
+            self._by_first_label.setdefault(_first_label(firewall.name), firewall)
         self.max_unregistered = max_unregistered
         self._unregistered_tags: set[str] = set()
         if previous is not None:
@@ -115,6 +119,10 @@ class HostRegistry:
     def unregistered_tags(self) -> int:
         """How many distinct unregistered host tags have been given out."""
         return len(self._unregistered_tags)
+
+    def is_firewall_name(self, tag: str) -> bool:
+        """Whether a host tag is a registered firewall's name."""
+        return tag in self._by_name
 
     def registered(self, sender_ip: str) -> bool:
         """Whether an address is a registered firewall's (relays included)."""
@@ -142,8 +150,8 @@ class HostRegistry:
 
     def claimed_by(self, hostname: str) -> Firewall | None:
         """The registered firewall a HOSTNAME names (see ``_same_host``), if any."""
-        folded = hostname.casefold()
-        return self._claims.get(folded) or self._by_name.get(folded.partition(".")[0])
+        folded = _folded(hostname)
+        return self._claims.get(folded) or self._by_first_label.get(_first_label(folded))
 
     def resolve(self, sender_ip: str, hostname: str | None) -> SourceHost:
         """The host of a message from an accepted sender (see ``accepts``).
@@ -200,9 +208,19 @@ class HostRegistry:
 
 
 def _same_host(firewall: Firewall, hostname: str) -> bool:
-    folded = hostname.casefold()
+    folded = _folded(hostname)
     return (folded == firewall.name or folded in firewall.hostnames
-            or folded.partition(".")[0] == firewall.name)
+            or _first_label(folded) == _first_label(firewall.name))
+
+
+def _folded(hostname: str) -> str:
+    """A HOSTNAME as names are compared: case folded, without the root's trailing dot."""
+    return hostname.casefold().rstrip(".")
+
+
+def _first_label(name: str) -> str:
+    """The first label of a name; a port or other suffix after ':' is no part of it."""
+    return re.split(r"[.:]", name, maxsplit=1)[0]
 
 
 @dataclass(frozen=True, slots=True)

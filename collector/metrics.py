@@ -34,7 +34,7 @@ REFUSAL_REASONS = ("unregistered",)
 CONNECTION_REFUSAL_REASONS = (
     "unregistered", "too_many_connections", "too_many_from_sender", "tls_subject_mismatch",
     "tls_handshake", "descriptors", "handover_failed")
-CLOSE_REASONS = ("idle", "frame_timeout", "handshake_timeout", "evicted")
+CLOSE_REASONS = ("idle", "frame_timeout", "handshake_timeout", "evicted", "tls_revoked", "tls_binding")
 DROP_REASONS = ("archive_retry_buffer_full", "archive_unwritable_at_stop", "rate_limited")
 # Bytes a connection held in the kernel when the collector closed it unread.
 DISCARD_REASONS = ("refused", "unread_at_close")
@@ -91,10 +91,13 @@ class HostMetrics:
 
     def _interface(self, name: str) -> str:
         """Interface names are free text: only the first few of a host, and
-        short ones, become labels."""
+        short ones that a terminal shows as they are, become labels."""
         if name in self._interfaces:
             return name
-        if len(name) > MAX_INTERFACE_LENGTH:
+        if len(name) > MAX_INTERFACE_LENGTH or not name.isprintable():
+            # isprintable() is false for control characters (C0, DEL, C1)
+            # and format ones (bidirectional overrides): a label holding
+            # them would act on the terminal of whoever reads /metrics.
             return OTHER
         if len(self._interfaces) < self._metrics.max_interfaces_per_host:
             self._interfaces.add(name)
@@ -292,14 +295,18 @@ class CollectorMetrics:
         for host, seconds in last_engine_start.items():
             host.engine_last_start.set(seconds)
 
-    def host(self, name: str) -> HostMetrics:
+    def host(self, name: str, reserved: bool = False) -> HostMetrics:
         """The metrics of a host; past ``max_hosts`` new hosts share those of
-        "other", and the caller counts their messages in ``host_overflow``."""
+        "other", and the caller counts their messages in ``host_overflow``.
+
+        A ``reserved`` host (a registered firewall: the configuration bounds
+        them) always gets its own, so that no number of others can hide it.
+        """
         try:
             return self._hosts[name]
         except KeyError:
             pass
-        if len(self._hosts) >= self.max_hosts:
+        if len(self._hosts) >= self.max_hosts and not reserved:
             name = OTHER
             if name in self._hosts:
                 return self._hosts[name]

@@ -289,7 +289,8 @@ class Pipeline:
         else:
             host = self._hosts.resolve_bound(firewall, hostname)
         metrics = self._metrics
-        host_metrics = metrics.host(host.name)
+        # A registered firewall keeps its own label, however many others came first.
+        host_metrics = metrics.host(host.name, reserved=self._hosts.is_firewall_name(host.name))
         flags: list[Counter] = []
         if host.hostname_mismatch:
             flags.append(host_metrics.hostname_mismatches)

@@ -57,6 +57,8 @@ class CollectorService(MultiService):
         self.metrics = metrics
         self.pipeline = pipeline
         self.archive = archive
+        # The TCP and TLS factories, whose connections a reload looks at again.
+        self.stream_factories: list[SyslogStreamFactory] = []
 
     def reload(self, config_path: str | None) -> None:
         """Reopen the archive files, re-read the CRL (``tls.crl``) and the
@@ -81,17 +83,26 @@ class CollectorService(MultiService):
                 self.log.info("re-read the certificate revocation list {path}", path=str(path))
         if config_path is None:
             self.log.info("no config file to re-read")
+            self._recheck_certificates()
             return
         try:
             config = configuration.load(config_path)
         except ConfigError as e:
             self.log.error("reload refused, keeping the firewall registry in use: "
                            "configuration error: {error}", error=str(e))
+            self._recheck_certificates()
             return
         self.pipeline.hosts = HostRegistry(config.firewalls, config.hosts.unregistered,
                                            config.hosts.max_unregistered, previous=self.pipeline.hosts)
         self.log.info("reloaded {count} firewall(s) from {path}",
                       count=len(config.firewalls), path=config_path)
+        self._recheck_certificates()
+
+    def _recheck_certificates(self) -> None:
+        """Open TLS connections answer to the CRL and registry now in use."""
+        for factory in self.stream_factories:
+            for protocol in list(factory.connections):
+                protocol.recheck_certificate()
 
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)
@@ -195,11 +206,13 @@ def build(config: Config, reactor: Any, role: WorkerRole | None = None) -> Colle
     connection_limits = ConnectionSlots.from_settings(config.limits, lambda ip: pipeline.hosts.registered(ip))
 
     def stream_factory(tls: bool) -> SyslogStreamFactory:
-        return SyslogStreamFactory(
+        factory = SyslogStreamFactory(
             pipeline, archive, metrics, reactor, listen.max_frame_bytes, connection_limits, tls=tls,
             idle_timeout=limits.idle_timeout_seconds, frame_timeout=limits.frame_timeout_seconds,
             receive_buffer=0 if tls else listen.tcp_receive_buffer_bytes,
             handshake_timeout=limits.handshake_timeout_seconds)
+        service.stream_factories.append(factory)
+        return factory
 
     # A worker does not listen: the supervisor hands it its share of the connections.
     handed_over: dict[bytes, Factory] = {}

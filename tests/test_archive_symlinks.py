@@ -269,3 +269,17 @@ def test_readers_leave_links_out(tmp_path, outside):
     assert [f.path.name for f in day_files(root)] == ["2026-11-25.log"]
     assert day_files(root, "linked") == []
     assert read(root, "gw") == [b"inside"]
+
+
+def test_a_hard_link_where_a_day_file_should_be_is_never_written(tmp_path):
+    root = tmp_path / "archive"
+    (root / "gw").mkdir(parents=True)
+    script = tmp_path / "job.sh"
+    script.write_bytes(b"echo hello\n")
+    os.link(script, root / "gw" / "2026-11-25.log")
+    files = OpenFiles(root, 10, fsync=False)
+    key = ("gw", "2026-11-25")
+    report = files.write({key: [line(b"x; echo pwned #")]}, key[1], close_all=True)
+    [(_, _, error)] = report.failed
+    assert isinstance(error, RefusedPath) and "hard link" in str(error)
+    assert script.read_bytes() == b"echo hello\n"

@@ -206,3 +206,20 @@ def test_port_in_use_is_a_clear_start_up_error(tmp_path):
     assert result.returncode == 1
     assert f"cannot listen for metrics on 127.0.0.1:{port} (listen.metrics): Address already in use" in output
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("name", ["unregistered", "other", "127.0.0.77", "2001:db8::1"])
+def test_a_firewall_may_not_take_a_tag_the_collector_gives_others(tmp_path, name):
+    path = tmp_path / "c.toml"
+    path.write_text(f'[[firewall]]\nname = "{name}"\naddresses = ["192.0.2.1"]\n')
+    with pytest.raises(config.ConfigError, match="firewall\\[0\\].name"):
+        config.load(str(path))
+
+
+def test_ipv4_mapped_addresses_of_a_firewall_are_read_as_ipv4(tmp_path):
+    import ipaddress
+
+    path = tmp_path / "c.toml"
+    path.write_text('[[firewall]]\nname = "v6fw"\naddresses = ["::ffff:127.0.0.20", "::ffff:10.0.0.0/120"]\n')
+    [firewall] = config.load(str(path)).firewalls
+    assert firewall.networks == (ipaddress.ip_network("127.0.0.20/32"), ipaddress.ip_network("10.0.0.0/24"))

@@ -195,3 +195,18 @@ def test_a_hostname_like_an_option_is_tagged_with_the_sender():
     registry = HostRegistry((HQ, RELAY), UnregisteredPolicy.ACCEPT)
     assert registry.resolve("198.51.100.7", "-rf").name == "198.51.100.7"
     assert registry.resolve("2001:db8::10", "-rf").name == "relay"
+
+
+DOTTED = Firewall(name="branch.example.com", networks=(ipaddress.ip_network("127.0.3.5/32"),),
+                  hostnames=("gw.hq.example.com",))
+
+
+@pytest.mark.parametrize("hostname", ["gw.hq.example.com.", "GW.HQ.EXAMPLE.COM.", "branch.example.com.",
+                                      "branch", "BRANCH", "branch.elsewhere.org", "branch:514", "branch:"])
+def test_a_firewalls_names_are_its_own_in_every_spelling(hostname):
+    registry = HostRegistry((DOTTED,), UnregisteredPolicy.ACCEPT)
+    host = registry.resolve("127.0.3.9", hostname)
+    assert (host.name, host.impersonated) == ("127.0.3.9", DOTTED)
+    # The firewall itself, spelling its names so, is no mismatch.
+    host = registry.resolve("127.0.3.5", hostname)
+    assert (host.name, host.hostname_mismatch) == ("branch.example.com", False)

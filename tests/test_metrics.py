@@ -87,3 +87,32 @@ def test_a_starting_workers_empty_metrics_file_does_not_fail_the_scrape(tmp_path
     registry = CollectorRegistry()
     WorkersCollector(registry, str(tmp_path))
     assert b"syslog_collector_demo_total 3.0" in generate_latest(registry)
+
+
+def test_a_registered_firewall_keeps_its_label_past_max_hosts():
+    import ipaddress
+
+    from collector.config import Firewall
+
+    gw = Firewall(name="gw", networks=(ipaddress.ip_network("192.0.2.10/32"),))
+    harness = Harness(firewalls=(gw,), max_hosts=3)
+    for index in range(5):
+        harness.pipeline.receive([b"<13>1 - host-%d app - - - Engine: Startup." % index],
+                                 Sender.from_address("198.51.100.1", 1), Transport.UDP)
+    harness.pipeline.receive([b"<13>1 - gw app - - - Engine: Startup."], Sender.from_address("192.0.2.10", 1),
+                             Transport.UDP)
+    harness.metrics.publish()
+    assert harness.value("syslog_collector_records_total", host="gw", type="engine_startup") == 1.0
+    assert harness.value("syslog_collector_records_total", host="other", type="engine_startup") == 2.0
+
+
+def test_interfaces_a_terminal_would_act_on_are_other():
+    harness = Harness()
+    for interface in (b"LAN", b"\x1b]0;pwned\x07\x1b[2J", "\u202eNAL".encode(), "\u009b31m".encode()):
+        harness.pipeline.receive([b"<13>1 - gw app - - - Anti-Spoofing: Packet from " + interface
+                                  + b", proto:UDP, len:40, ip/port:1.2.3.4:1 -> 5.6.7.8:2"],
+                                 Sender.from_address("192.0.2.1", 1), Transport.UDP)
+    harness.metrics.publish()
+    exposition = generate_latest(harness.registry).decode()
+    assert 'interface="LAN"' in exposition and 'interface="other"' in exposition
+    assert "\x1b" not in exposition and "\u202e" not in exposition and "\u009b" not in exposition

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import sysconfig
 import venv
+from pathlib import Path
 
 import pytest
 
@@ -96,11 +97,15 @@ def test_setup_compiles_the_modules_the_collector_reports_on():
 
 def test_the_message_path_is_installed_compiled_and_passes_its_tests(wheel, tmp_path):
     require_binary(sysconfig.get_config_var("CC").split()[0])
-    # The test tools come from the environment running this test; the
-    # package from the wheel, which the venv's own site-packages puts first.
+    # The package from the wheel, in the venv's own site-packages; the test
+    # tools from the environment running this test, a venv or not, which a
+    # .pth file puts after them on the path.
     env_dir = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=True, system_site_packages=True).create(env_dir)
+    venv.EnvBuilder(with_pip=True).create(env_dir)
     python = str(env_dir / "bin" / "python")
+    site = run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
+    ours = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    (Path(site) / "test-tools.pth").write_text("".join(path + "\n" for path in ours))
     installed = run(python, "-m", "pip", "install", "--disable-pip-version-check", "--no-deps",
                     "--ignore-installed", str(wheel))
     assert installed.returncode == 0, installed.stdout + installed.stderr

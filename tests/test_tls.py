@@ -390,3 +390,26 @@ def test_sighup_rereads_every_crl_in_use(pki, tmp_path):
         reload_revocation_lists()
     assert error.value.key == "tls.crl"
     del options
+
+
+def test_an_open_connection_whose_certificate_is_revoked_is_closed_at_sighup(collector, pki):
+    # Last in this module: it revokes the branch certificate for good.
+    context = stdlib_ssl.SSLContext(stdlib_ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(pki / "ca.pem")
+    context.load_cert_chain(pki / "branch.pem", pki / "branch.key")
+    before = count(collector, "branch")
+    with socket.create_connection(("127.0.0.1", collector.ports["tls"]), timeout=10,
+                                  source_address=("127.0.5.1", 0)) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as sock:
+            # Through the relay's address: tagged by its certificate.
+            sock.sendall(octet(b"<116>1 - branch-gw security - - - Engine: Startup."))
+            collector.wait_for("syslog_collector_received_messages_total", before + 1, host="branch",
+                               transport="tls")
+            write_crl(pki, collector.workdir / "crl.pem", "revoked", "late", "branch")
+            collector.process.send_signal(signal.SIGHUP)
+            collector.wait_for("syslog_collector_closed_connections_total", 1, reason="tls_revoked")
+            sock.settimeout(5)
+            try:
+                assert sock.recv(1) == b""
+            except (stdlib_ssl.SSLError, ConnectionError):
+                pass

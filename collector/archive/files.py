@@ -111,8 +111,15 @@ def open_file(path: Path, flags: int = os.O_RDONLY, directory_fd: int | None = N
                               str(path)) from None
         raise
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
             raise RefusedPath(errno.EINVAL, "not a regular file", str(path))
+        if flags & (os.O_WRONLY | os.O_RDWR) and status.st_nlink > 1:
+            # A hard link planted under the name would have the collector
+            # append to a file elsewhere (a script, a config): only a file
+            # with this one name is written. Back up archives by copying.
+            raise RefusedPath(errno.EMLINK, "a file with another name too (a hard link), never written",
+                              str(path))
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)

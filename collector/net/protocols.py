@@ -30,7 +30,7 @@ from collector.hosts import Sender
 from collector.logs import RateLimitedLog
 from collector.metrics import CollectorMetrics
 from collector.net.slots import ConnectionSlots
-from collector.net.tls import subject_common_name
+from collector.net.tls import is_revoked, subject_common_name
 from collector.parsing.framing import StreamDecoder, datagram_message
 from collector.pipeline import Pipeline
 from collector.records import Transport
@@ -317,6 +317,33 @@ class SyslogStreamProtocol(Protocol):
             return
         self._firewall = binding.firewall
         self._accepted = True
+
+    def recheck_certificate(self) -> None:
+        """After a reload: a TLS client whose certificate a CRL now revokes, or
+        that may no longer speak for the firewall it did, is closed, counted;
+        one that now speaks for another is tagged as that one."""
+        if not self.factory.tls or not self._accepted or not self.connected:
+            return
+        handle = self.transport.getHandle()
+        chain = handle.get_peer_cert_chain() or []
+        peer = self.transport.getPeerCertificate()
+        if is_revoked(chain + ([peer] if peer is not None else [])):
+            self._close_after_reload("tls_revoked")
+            return
+        subject = subject_common_name(peer)
+        binding = self.factory.pipeline.hosts.tls_binding(self.sender.ip, subject)
+        if binding.refusal is not None:
+            if binding.impersonated is not None:
+                self.factory.metrics.impersonations.labels(host=binding.impersonated.name).inc()
+            self._close_after_reload("tls_binding")
+            return
+        self._firewall = binding.firewall
+
+    def _close_after_reload(self, reason: str) -> None:
+        self.factory.metrics.closed_connections.labels(reason=reason).inc()
+        self.log.warn("closing connection from {sender}: {reason} (after a reload)", sender=str(self.sender),
+                      reason=reason)
+        self.read_dry_and_close()
 
     def dataReceived(self, data: bytes) -> None:
         if not self._accepted:

@@ -84,6 +84,12 @@ def server_options(settings: TlsSettings) -> ssl.CertificateOptions:
     return options
 
 
+def is_revoked(chain: list[crypto.X509]) -> bool:
+    """Whether a CRL of this process revokes a certificate of a peer's chain."""
+    certificates = [c.to_cryptography() for c in chain]
+    return any(revocations.revokes(c) for revocations in list(_revocation_lists) for c in certificates)
+
+
 def reload_revocation_lists() -> list[Path]:
     """Re-read the ``tls.crl`` of every TLS context of this process; return their paths.
 
