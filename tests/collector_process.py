@@ -2,26 +2,111 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import time
 import urllib.request
+import venv
+from dataclasses import dataclass
 from pathlib import Path
 
 from conftest import INSTALLED
 
 REPO = Path(__file__).resolve().parent.parent
-TWISTD = str(Path(sys.executable).with_name("twistd"))
 _LISTENING = re.compile(r"listening (\w+) on (\S+) port (\d+)")
 
 
+@dataclass(frozen=True)
+class Installation:
+    """The package as a user installs it: a wheel built from this tree, in a venv."""
+
+    wheel: Path
+    venv: Path
+
+    def script(self, name: str) -> str:
+        return str(self.venv / "bin" / name)
+
+
+_installation: Installation | None = None
+
+
+def installation() -> Installation:
+    """The package built and installed once a test session, as ``pip install .`` would.
+
+    Process tests run what a user runs: the compiled per-message path and
+    the console scripts of an installed package, not the source tree. Its
+    venv takes the test tools from the environment running the tests
+    (a .pth file). Under COLLECTOR_TESTS_INSTALLED the tests themselves run
+    in such an installation, which is then the one.
+    """
+    global _installation
+    if _installation is not None:
+        return _installation
+    if INSTALLED:
+        _installation = Installation(Path(), Path(sys.prefix))
+        return _installation
+    work = Path(tempfile.mkdtemp(prefix="collector-installed-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
+    source = work / "source"
+    source.mkdir()
+    # From a copy, so that the build leaves nothing in the working tree.
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(REPO / name, source)
+    for name in ("collector", "twisted"):
+        shutil.copytree(REPO / name, source / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "dropin.cache", "*.so"))
+    wheels = work / "wheels"
+    _run(sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(wheels), str(source), cwd=work)
+    (wheel,) = wheels.glob("*.whl")
+    venv_dir = work / "venv"
+    venv.EnvBuilder(with_pip=True).create(venv_dir)
+    python = str(venv_dir / "bin" / "python")
+    site = _run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=work).strip()
+    ours = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    (Path(site) / "test-tools.pth").write_text("".join(path + "\n" for path in ours))
+    _run(python, "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", "--ignore-installed",
+         str(wheel), cwd=work)
+    # Twisted's twistd script is the test environment's: one beside this python.
+    twistd = venv_dir / "bin" / "twistd"
+    twistd.write_text(f"#!{python}\nfrom twisted.scripts.twistd import run\nrun()\n")
+    twistd.chmod(0o755)
+    _installation = Installation(wheel, venv_dir)
+    return _installation
+
+
+def _run(*command: str, cwd: Path) -> str:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=cwd)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def twistd() -> str:
+    """The installed package's twistd."""
+    return installation().script("twistd")
+
+
+def syslog_collector() -> str:
+    """The installed package's console script."""
+    return installation().script("syslog-collector")
+
+
 def collector_environment() -> dict[str, str]:
-    """The environment of a process that runs the collector: with the source
-    tree on its path, or under COLLECTOR_TESTS_INSTALLED the installed package."""
+    """The environment of a process that runs the installed collector: nothing of the source tree on its path."""
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return environment
+
+
+def source_environment() -> dict[str, str]:
+    """The environment of a process that runs the source tree (the fuzz targets instrument its Python)."""
     return dict(os.environ) if INSTALLED else dict(os.environ, PYTHONPATH=str(REPO))
 
 
@@ -61,7 +146,7 @@ class CollectorProcess:
         self.workdir = workdir
         self.archive = workdir / "archive"
         self.log_path = workdir / "collector.log"
-        command = [TWISTD, "-n", "--pidfile=", f"--logfile={self.log_path}", "syslog-collector",
+        command = [twistd(), "-n", "--pidfile=", f"--logfile={self.log_path}", "syslog-collector",
                    "--udp", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
                    "--archive-dir", str(self.archive)]
         if config is not None:

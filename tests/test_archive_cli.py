@@ -4,7 +4,6 @@ import os
 import pty
 import re
 import subprocess
-import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -18,7 +17,7 @@ from collector.archive.writer import FileArchive
 from collector.cli import main
 from collector.metrics import CollectorMetrics
 from collector.parsing.framing import StreamDecoder
-from collector_process import collector_environment
+from collector_process import collector_environment, syslog_collector
 
 DAY1 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC).timestamp()
 SENDER = b"192.0.2.1:514"
@@ -176,7 +175,7 @@ def test_progress_bar_on_a_terminal(root, tmp_path):
     (big / "2026-11-25.log").write_bytes(line * 60000)
     controller, terminal = pty.openpty()
     env = collector_environment()
-    result = subprocess.run([sys.executable, "-m", "collector.cli", "archive", "cat", "big",
+    result = subprocess.run([syslog_collector(), "archive", "cat", "big",
                              "--archive-dir", str(root), "--format", "octet"],
                             stdout=subprocess.DEVNULL, stderr=terminal, env=env, timeout=60)
     os.close(terminal)
@@ -209,7 +208,7 @@ def test_the_console_script_reads_nothing_outside_the_root(root, tmp_path):
     outside.mkdir()
     (outside / "2026-11-25.log").write_bytes(b"2026-11-25T10:00:00.000000Z 192.0.2.1:514 secret\n")
     for host in ("../outside", str(outside)):
-        result = subprocess.run([sys.executable, "-m", "collector.cli", "archive", "cat", "--archive-dir",
+        result = subprocess.run([syslog_collector(), "archive", "cat", "--archive-dir",
                                  str(root), "--", host], capture_output=True, env=collector_environment(),
                                 timeout=60)
         assert result.returncode == 2, result.stderr

@@ -16,7 +16,7 @@ from collector.archive.line import TORN_MARKER
 from collector.archive.reader import read_messages
 from collector.archive.writer import FileArchive
 from collector.metrics import CollectorMetrics
-from collector_process import collector_environment
+from collector_process import source_environment
 from conftest import REQUIRE_ALL, require_binary
 
 NOON = datetime(2026, 11, 25, 12, 0, tzinfo=UTC).timestamp()
@@ -192,7 +192,7 @@ print(json.dumps({"errors": [str(e) for _, _, e in report.failed], "size": size,
 
 def run_limited(root, limit):
     done = subprocess.run([sys.executable, "-c", LIMITED_WRITER, str(root), str(limit)],
-                          capture_output=True, text=True, env=collector_environment(), timeout=60)
+                          capture_output=True, text=True, env=source_environment(), timeout=60)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 

@@ -4,7 +4,6 @@ writer, nor by compression and retention, nor by ``syslog-collector archive``.""
 import os
 import signal
 import subprocess
-import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -16,7 +15,7 @@ from collector.archive.line import parse_line
 from collector.archive.reader import read_messages
 from collector.archive.writer import FileArchive, OpenFiles
 from collector.metrics import CollectorMetrics
-from collector_process import CollectorProcess, collector_environment, wait_until
+from collector_process import CollectorProcess, collector_environment, syslog_collector, wait_until
 
 NOON = datetime(2026, 11, 25, 12, 0, tzinfo=UTC).timestamp()
 SENDER = b"192.0.2.1:514"
@@ -116,7 +115,7 @@ def test_a_linked_day_file_of_a_past_day_is_neither_compressed_nor_read(tmp_path
         "2020-01-01.log", "2020-01-02.log.gz", "2020-01-03.log", "2020-01-03.log.gz"]
     assert os.readlink(root / "gw" / "2020-01-01.log") == str(outside / "target")
     assert os.readlink(root / "gw" / "2020-01-03.log.gz") == str(outside / "target")
-    result = subprocess.run([sys.executable, "-m", "collector.cli", "archive", "cat", "gw",
+    result = subprocess.run([syslog_collector(), "archive", "cat", "gw",
                              "--archive-dir", str(root), "--format", "octet"],
                             capture_output=True, env=collector_environment(), timeout=60)
     assert result.returncode == 0, result.stderr

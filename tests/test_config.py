@@ -9,7 +9,7 @@ import pytest
 from collector import config
 from collector.cli import main as cli_main
 from collector.config import Config, ConfigError, ListenAddress, UnregisteredPolicy
-from collector_process import REPO, TWISTD, collector_environment
+from collector_process import REPO, collector_environment, twistd
 
 EXAMPLE = REPO / "config" / "collector.toml"
 
@@ -168,7 +168,7 @@ def test_check_config_refuses_a_bad_file(tmp_path, capsys, monkeypatch):
 
 def run_twistd(tmp_path, *args):
     env = collector_environment()
-    return subprocess.run([TWISTD, "-n", "--pidfile=", "syslog-collector", *args],
+    return subprocess.run([twistd(), "-n", "--pidfile=", "syslog-collector", *args],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from collector_process import REPO, collector_environment
+from collector_process import REPO, source_environment
 from conftest import REQUIRE_ALL
 
 TARGET = REPO / "tests" / "fuzz" / "fuzz_parsers.py"
@@ -25,7 +25,7 @@ def test_fuzz(target, tmp_path):
     result = subprocess.run(
         [sys.executable, str(TARGET), target, f"-max_total_time={SECONDS}",
          f"-artifact_prefix={tmp_path}/", "-print_final_stats=1"],
-        cwd=tmp_path, env=collector_environment(),
+        cwd=tmp_path, env=source_environment(),
         capture_output=True, text=True, timeout=SECONDS + 120)
     output = result.stdout + result.stderr
     crashes = list(tmp_path.glob("crash-*"))

@@ -7,10 +7,9 @@ import os
 import re
 import signal
 import subprocess
-import sys
 
 from collector.parsing.framing import StreamDecoder
-from collector_process import CollectorProcess, collector_environment
+from collector_process import CollectorProcess, collector_environment, syslog_collector
 
 # Sets the terminal's title, rings its bell, clears its screen; then a C1 CSI
 # (U+009B, C2 9B in UTF-8) that turns text red, and DEL.
@@ -21,7 +20,7 @@ ACTIVE = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]|\xc2[\x80-\x9f]")
 
 
 def archive_cat(root, host, *args):
-    return subprocess.run([sys.executable, "-m", "collector.cli", "archive", "cat", host,
+    return subprocess.run([syslog_collector(), "archive", "cat", host,
                            "--archive-dir", str(root), *args],
                           capture_output=True, env=collector_environment(), timeout=60)
 

@@ -7,25 +7,20 @@ tests compiled (setup.py).
 
 import ast
 import os
-import shutil
 import subprocess
-import sys
 import sysconfig
 import venv
-from pathlib import Path
 
 import pytest
 
 from collector.compiled import MESSAGE_PATH
-from collector_process import REPO
+from collector_process import REPO, installation
 from conftest import require_binary
 
-# Run against the installed, compiled copy: the tests of the modules compiled,
-# and of what drives them (protocols, the archive, metrics, TLS, faults, and
-# a real twistd with one worker and with two).
+# Run in-process against the installed, compiled copy: the tests of the
+# modules compiled, and of what drives them. (The process tests run it anyway.)
 TESTS_OF_THE_MESSAGE_PATH = ["test_framing.py", "test_pipeline.py", "test_archive_line.py",
-                             "test_protocols.py", "test_archive.py", "test_metrics.py", "test_faults.py",
-                             "test_tls.py", "test_end_to_end.py", "test_workers.py"]
+                             "test_protocols.py", "test_archive.py", "test_metrics.py", "test_shapes.py"]
 
 
 def run(*command, **kwargs):
@@ -38,22 +33,8 @@ def clean_environment(**extra):
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory):
-    # Build from a copy, so that the build leaves nothing in the working tree.
-    tmp_path = tmp_path_factory.mktemp("wheel")
-    source = tmp_path / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "setup.py", "README.md"):
-        shutil.copy(REPO / name, source)
-    for name in ("collector", "twisted"):
-        shutil.copytree(REPO / name, source / name,
-                        ignore=shutil.ignore_patterns("__pycache__", "dropin.cache", "*.so"))
-    wheels = tmp_path / "wheels"
-    built = run(sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(wheels),
-                str(source), cwd=tmp_path)
-    assert built.returncode == 0, built.stdout + built.stderr
-    (path,) = wheels.glob("*.whl")
-    return path
+def wheel():
+    return installation().wheel
 
 
 def test_wheel_install_makes_the_plugin_visible_to_twistd(wheel, tmp_path):
@@ -95,27 +76,12 @@ def test_setup_compiles_the_modules_the_collector_reports_on():
         module.__name__.replace(".", "/") + ".py" for module in MESSAGE_PATH]
 
 
-def test_the_message_path_is_installed_compiled_and_passes_its_tests(wheel, tmp_path):
+def test_the_message_path_is_installed_compiled_and_passes_its_tests(tmp_path):
     require_binary(sysconfig.get_config_var("CC").split()[0])
-    # The package from the wheel, in the venv's own site-packages; the test
-    # tools from the environment running this test, a venv or not, which a
-    # .pth file puts after them on the path.
-    env_dir = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=True).create(env_dir)
-    python = str(env_dir / "bin" / "python")
-    site = run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
-    ours = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
-    (Path(site) / "test-tools.pth").write_text("".join(path + "\n" for path in ours))
-    installed = run(python, "-m", "pip", "install", "--disable-pip-version-check", "--no-deps",
-                    "--ignore-installed", str(wheel))
-    assert installed.returncode == 0, installed.stdout + installed.stderr
-    # Twisted's own twistd script lives beside the other environment's python:
-    # the end-to-end tests need one beside this one.
-    twistd = env_dir / "bin" / "twistd"
-    twistd.write_text(f"#!{python}\nfrom twisted.scripts.twistd import run\nrun()\n")
-    twistd.chmod(0o755)
-
-    # conftest.py refuses to run unless collector comes compiled from site-packages.
+    # The installation the process tests run, its python running the tests
+    # of the compiled modules too; conftest.py refuses to run unless
+    # collector comes compiled from its site-packages.
+    python = installation().script("python")
     tests = [str(REPO / "tests" / name) for name in TESTS_OF_THE_MESSAGE_PATH]
     result = run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "pythonpath=", *tests,
                  cwd=tmp_path, env=clean_environment(COLLECTOR_TESTS_INSTALLED="1"))

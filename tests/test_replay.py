@@ -3,9 +3,8 @@
 import random
 import signal
 import subprocess
-import sys
 
-from collector_process import CollectorProcess, collector_environment, wait_until
+from collector_process import CollectorProcess, collector_environment, syslog_collector, wait_until
 
 
 def messages() -> list[bytes]:
@@ -36,7 +35,7 @@ def test_an_archive_replayed_into_another_collector_comes_back_the_same(tmp_path
     second = CollectorProcess(tmp_path / "second")
     try:
         for host in hosts:
-            replay = subprocess.run([sys.executable, "-m", "collector.cli", "archive", "cat", host,
+            replay = subprocess.run([syslog_collector(), "archive", "cat", host,
                                      "--archive-dir", str(first.archive), "--format", "octet"],
                                     capture_output=True, env=collector_environment(), timeout=60, check=True)
             with second.connect_tcp() as sock:

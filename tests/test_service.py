@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from collector_process import REPO, TWISTD, collector_environment
+from collector_process import REPO, collector_environment, twistd
 from conftest import REQUIRE_ALL, require_binary
 
 
@@ -39,7 +39,7 @@ def test_port_514_bound_as_root_then_run_as_nobody():
     port = free_privileged_port()
     log = workdir / "collector.log"
     process = subprocess.Popen(
-        [TWISTD, "-n", "--pidfile=", f"--logfile={log}", f"--uid={nobody.pw_uid}", f"--gid={nobody.pw_gid}",
+        [twistd(), "-n", "--pidfile=", f"--logfile={log}", f"--uid={nobody.pw_uid}", f"--gid={nobody.pw_gid}",
          "syslog-collector", "--udp", f"127.0.0.1:{port}", "--tcp", f"127.0.0.1:{port}",
          "--metrics", "127.0.0.1:0", "--archive-dir", str(workdir / "archive")],
         cwd=workdir, env=collector_environment(),
@@ -77,8 +77,8 @@ def test_systemd_unit_verifies(tmp_path):
     analyze = require_binary("systemd-analyze")
     unit = (REPO / "config" / "syslog-collector.service").read_text()
     # The unit names where a deployment installs things; point it at this machine's.
-    twistd = shutil.which("twistd") or TWISTD
-    unit = unit.replace("/opt/syslog-collector/venv/bin/twistd", twistd)
+    installed_twistd = twistd()
+    unit = unit.replace("/opt/syslog-collector/venv/bin/twistd", installed_twistd)
     path = tmp_path / "syslog-collector.service"
     path.write_text(unit)
     result = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True, timeout=60)

@@ -25,7 +25,7 @@ from collector.metrics import kernel_udp_sockets
 from collector.net.slots import ConnectionSlots
 from collector.workers.balancing import Balancer
 from collector.workers.supervisor import WORKER_ENV, listen_shared_udp, spread_at_random
-from collector_process import TWISTD, CollectorProcess, collector_environment, open_files, wait_until
+from collector_process import CollectorProcess, collector_environment, open_files, twistd, wait_until
 from helpers import until
 
 
@@ -274,7 +274,7 @@ def run_two_workers(tmp_path, *options):
     config = tmp_path / "collector.toml"
     config.write_text("[workers]\ncount = 2\n")
     result = subprocess.run(
-        [TWISTD, "-n", "--pidfile=", "syslog-collector", "--config", str(config), *options,
+        [twistd(), "-n", "--pidfile=", "syslog-collector", "--config", str(config), *options,
          "--metrics", "127.0.0.1:0", "--archive-dir", str(tmp_path / "a")],
         cwd=tmp_path, env=collector_environment(), capture_output=True, text=True, timeout=60)
     return result.returncode, result.stdout + result.stderr
@@ -344,7 +344,7 @@ def test_a_sighup_while_workers_start_reloads_them_later_instead_of_killing_them
     config.write_text("[workers]\ncount = 2\n")
     log = tmp_path / "collector.log"
     process = subprocess.Popen(
-        [TWISTD, "-n", "--pidfile=", f"--logfile={log}", "syslog-collector", "--config", str(config),
+        [twistd(), "-n", "--pidfile=", f"--logfile={log}", "syslog-collector", "--config", str(config),
          "--udp", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
          "--archive-dir", str(tmp_path / "a")],
         cwd=tmp_path, env=collector_environment())
