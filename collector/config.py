@@ -292,10 +292,10 @@ class LimitSettings:
 class WorkerSettings:
     count: int = _setting(
         1, _positive_int,
-        "Processes that share the work, to use more than one core. Above 1, the twistd process supervises "
-        "that many workers: it takes the TCP and TLS connections and hands each to the worker with the "
-        "fewest open, the workers share the UDP port (`SO_REUSEPORT`, each datagram to one at random), and "
-        "it serves `/metrics` summed over them.")
+        "Worker processes. Above 1, the twistd process supervises that many: it takes the TCP and TLS "
+        "connections and hands each to the worker with the fewest open, the workers share the UDP port "
+        "(`SO_REUSEPORT`, each datagram to one at random), and it serves `/metrics` summed over them. Size "
+        "it by the CPU seconds per million messages that `bench/compare.py` prints on your hardware.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,18 +347,18 @@ class SyslogSettings:
 class HostSettings:
     unregistered: UnregisteredPolicy = _setting(
         "accept", _enum(UnregisteredPolicy),
-        "Senders not listed under `[[firewall]]`: `accept` tags them by their syslog HOSTNAME, or their "
-        "address when it has no usable one; `refuse` drops their datagrams and closes their TCP and TLS "
+        'Senders not listed under `[[firewall]]`: `"accept"` tags them by their syslog HOSTNAME, or their '
+        'address when it has no usable one; `"refuse"` drops their datagrams and closes their TCP and TLS '
         "connections, counted in `syslog_collector_refused_messages_total` and "
         "`syslog_collector_refused_connections_total`.")
     max_unregistered: int = _setting(
         1000, _non_negative_int,
         "Distinct host tags of unregistered senders (and of HOSTNAMEs a relay passes on that name no "
-        "registered firewall). The messages of further ones are archived under the one tag `unregistered`, "
+        'registered firewall). The messages of further ones are archived under the one tag `"unregistered"`, '
         "each line with its sender's address as always, and counted in "
         "`syslog_collector_unregistered_overflow_total`: archive directories and `host` label values stay "
         "bounded. Counted from the start of the process, across reloads; each worker counts its own. `0` "
-        "tags every unregistered sender `unregistered`.")
+        'tags every unregistered sender `"unregistered"`.')
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,11 +366,13 @@ class MetricsSettings:
     max_hosts: int = _setting(
         1000, _positive_int,
         'Distinct values of the `host` label; messages from further hosts are counted under `host="other"` '
-        "and in `syslog_collector_host_label_overflow_total`.")
+        "and in `syslog_collector_host_label_overflow_total`. A registered firewall always keeps a label of "
+        "its own.")
     max_interfaces_per_host: int = _setting(
         20, _positive_int,
         "Distinct anti-spoofing interface names of a host used as label values (they are free text from the "
-        "firewall's configuration); further ones, and names over 64 bytes, count as `other`.")
+        "firewall's configuration); further ones, names over 64 bytes and names holding control or format "
+        'characters count as `"other"`.')
 
 
 _HOST_NAME = re.compile(r"[a-z0-9][a-z0-9._:-]{0,62}")
