@@ -45,10 +45,20 @@ def test_readme_stays_short_and_links_every_page():
 
 @pytest.mark.parametrize("path", [README, REPO / "CHANGELOG.md", *(DOCS / f"{page}.md" for page in PAGES)],
                          ids=lambda path: path.name)
-def test_relative_links_lead_to_files(path):
-    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", path.read_text()):
-        if "://" not in target:
-            assert (path.parent / target).exists(), f"{path.name} links to {target}, which does not exist"
+def test_relative_links_lead_to_files_and_headings(path):
+    for target, anchor in re.findall(r"\]\(([^)#]*)(?:#([^)]*))?\)", path.read_text()):
+        if "://" in target:
+            continue
+        linked = path.parent / target if target else path
+        assert linked.exists(), f"{path.name} links to {target}, which does not exist"
+        if anchor:
+            assert anchor in anchors(linked), f"{path.name} links to {target}#{anchor}, no such heading"
+
+
+def anchors(page):
+    """The anchors GitHub gives a page's headings."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
 
 
 @pytest.mark.parametrize("path", sorted(config_docs.OUTPUTS))
