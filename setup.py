@@ -1,8 +1,8 @@
 """Compiles the per-message path to C with mypyc; everything else is in pyproject.toml.
 
 Framing, the pipeline and the archive's line format run once or more for
-every message, and compiled they take about 15% less CPU time (see the
-README's Benchmarks section). The compiled modules are the same Python
+every message, and compiled they take less CPU per message
+(docs/performance.md measures how much). The compiled modules are the same Python
 source, which still runs as it is: without a C compiler the modules are
 installed uncompiled, and COLLECTOR_PURE_PYTHON=1 skips compiling.
 """

@@ -1,7 +1,8 @@
 """Which modules of the per-message path run compiled.
 
 setup.py compiles them with mypyc when the machine building the package
-has a C compiler. The same source runs as plain Python otherwise, slower.
+has a C compiler. The same source runs as plain Python otherwise, at more
+CPU per message.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    # No "_created" sample beside each counter: they doubled what Prometheus
+    # No "_created" sample beside each counter: they would double what Prometheus
     # stores and what a scrape renders, and the workers' multiprocess mode
     # has none anyway.
     disable_created_metrics()

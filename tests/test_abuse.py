@@ -7,7 +7,7 @@ import time
 
 from collector_process import CollectorProcess, wait_until
 
-# The worst-case memory of a worker documented in README.md ("Memory"), for
+# The worst-case memory of a worker documented in docs/operations.md ("Memory"), for
 # the default configuration.
 RSS_BOUND_MB = 300
 FIELD = 60 * 1024

@@ -65,9 +65,9 @@ class StreamDecoder:
         while pos < end:
             first = buf[pos]
             if 0x30 <= first <= 0x39:
-                # The count is read digit by digit: compiled, that frames a
-                # message in a third of the time that finding the space,
-                # slicing and calling int() took.
+                # The count is read digit by digit: compiled, that is a loop
+                # over the bytes in place, with no search for the space, no
+                # slice and no call to int().
                 length = 0
                 space = pos
                 last_digit = min(end, pos + self._max_digits + 1)

@@ -88,7 +88,8 @@ class StructuredDataElement:
 
 class SyslogMessage(NamedTuple):
     """One parsed message. A NamedTuple, not a frozen dataclass: it is built
-    for every message received, and that is several times cheaper."""
+    for every message received, and a tuple is built without a Python call
+    per field."""
 
     dialect: Dialect
     msg: bytes
@@ -136,8 +137,8 @@ _TAG = re.compile(rb"([^\s:\[\]]{1,48})(?:\[([^\]\s]{0,128})\])?: ?")
 class Envelope(NamedTuple):
     """What the collector reads of every message it receives: the fields
     ``parse`` gives of the same bytes, undecoded, with no timestamp or
-    structured data converted and no SyslogMessage built, which is several
-    times cheaper."""
+    structured data converted and no SyslogMessage built: the hot path
+    pays for none of what it does not read."""
 
     hostname: bytes | None
     msg: bytes
