@@ -96,10 +96,12 @@ FIREWALL_KEYS = (
     ("name", None,
      "The firewall's host tag: its archive directory and `host` label value. Lower-case ASCII letters, "
      "digits, `.`, `_`, `:` and `-`, beginning with a letter or digit, at most 63 characters; one "
-     "firewall's only."),
+     "firewall's only. Not `unregistered`, `other` or an IP address: those are tags the collector "
+     "gives other senders."),
     ("addresses", None,
      "Its addresses: a non-empty list of IP addresses and CIDR networks (without host bits). Every "
-     "message from them is tagged with `name`."),
+     "message from them is tagged with `name`. IPv4-mapped IPv6 addresses are read as IPv4, as "
+     "senders' are."),
     ("hostnames", "[]",
      "HOSTNAMEs it may write besides its name and those whose first label is its name's."),
     ("timezone", "`syslog.timezone`", "Zone of its RFC 3164 timestamps."),
