@@ -231,7 +231,8 @@ def configuration_markdown() -> str:
             out.append(f"| `{section}.{spec.name}` | `{default_of(spec)}` | {_cell(spec.metadata['doc'])} |")
     out += ["", "## [[firewall]]", "", FIREWALL, "", "| key | default | meaning |", "|---|---|---|"]
     for key, default, doc in FIREWALL_KEYS:
-        shown = "required" if default is None else default if default.startswith("`") else f"`{default}`"
+        shown = ("required" if default is None else default if default.startswith("`") or default == "none"
+                 else f"`{default}`")
         out.append(f"| `{key}` | {shown} | {_cell(doc)} |")
     out += ["", "For example:", "", "```toml", FIREWALL_EXAMPLE.rstrip("\n"), "```",
             "", "More in [Operations: firewalls and host tags](operations.md#firewalls-and-host-tags)."]
