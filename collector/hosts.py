@@ -124,6 +124,11 @@ class HostRegistry:
         """Whether a host tag is a registered firewall's name."""
         return tag in self._by_name
 
+    def firewall_name(self, sender_ip: str) -> str | None:
+        """The name of the registered firewall (or relay) an address is of, if any."""
+        firewall = self.firewall_for(sender_ip)
+        return None if firewall is None else firewall.name
+
     def registered(self, sender_ip: str) -> bool:
         """Whether an address is a registered firewall's (relays included)."""
         return self.firewall_for(sender_ip) is not None

@@ -86,14 +86,13 @@ class Pipeline:
         self._metrics = metrics
         self._clock = clock
         self._syslog_timezone = syslog_timezone
-        # Shared with the stream protocols, which hold a sender back rather
-        # than drop its messages: over TCP it waits, over UDP it is dropped.
+        # Shared by the protocols, one bucket a sender for its datagrams and
+        # all its connections: over TCP it waits, over UDP it is dropped.
         self.rate_limiter = RateLimiter(max_messages_per_second_per_sender)
         self._summaries: dict[tuple[bytes | None, ...], RecordSummary] = {}
         self._refusals = RateLimitedLog(_log, clock)
         self._impersonations = RateLimitedLog(_log, clock)
         self._registered(hosts)
-        self._rate_limits = RateLimitedLog(_log, clock)
 
     @property
     def hosts(self) -> HostRegistry:
@@ -152,20 +151,17 @@ class Pipeline:
         one read of a UDP socket: ``(sender, messages)`` each.
 
         The work done once a call (the receive time, the archive's line
-        formatting) is then shared by all of them. Datagrams over their
-        sender's rate limit are dropped and counted; streams are held back
-        by their protocol before they come here, so nothing of theirs is.
+        formatting) is then shared by all of them. The rate limit acts
+        before: the protocols hold streams back, and drop datagrams.
         """
         received_at = self._clock.seconds()
         metrics = self._metrics
         # Archived per host and sender: a TCP chunk holds many messages of few hosts.
         archived: dict[tuple[str, bytes], tuple[HostMetrics, list[bytes]]] = {}
         pending_records = metrics.pending_records
-        header_errors = overflowed = dropped = 0
-        limited = transport is Transport.UDP and self.rate_limiter.rate > 0
-        # Counted per batch too: a flood over the rate limit, or a sender
-        # whose every message names another host, must not cost an increment each.
-        rate_limited: dict[HostMetrics, int] = {}
+        header_errors = overflowed = 0
+        # Counted per batch: a sender whose every message names another host
+        # must not cost an increment each.
         flagged: dict[tuple[Counter, ...], int] = {}
         summaries = self._summaries
         # Read once a call: compiled or not, a module global is looked up in
@@ -173,12 +169,11 @@ class Pipeline:
         match_shape = COMMON_SHAPE.match
         host_field, key_start, engine_startup = HOST_FIELD, KEY_START, RecordType.ENGINE_STARTUP
         for sender, messages in batches:
-            allowed = self._allowance(sender, len(messages), received_at) if limited else len(messages)
             # Each HOSTNAME is resolved once a sender and call: the host, its
             # metrics, its messages, whether it is counted under "other"
             # (metrics.max_hosts), and the counters each message adds one to.
             hostnames: dict[bytes | None, tuple[SourceHost, HostMetrics, list[bytes], bool, tuple[Counter, ...]]] = {}
-            for index, raw in enumerate(messages):
+            for raw in messages:
                 # Most messages take a common shape, whose summary is read once.
                 shape = match_shape(raw)
                 if shape is not None:
@@ -187,7 +182,7 @@ class Pipeline:
                     hostname = fields[host_field]
                 else:
                     envelope = syslog.envelope(raw)
-                    if envelope.header_error is not None and index < allowed:
+                    if envelope.header_error is not None:
                         header_errors += 1
                     hostname = envelope.hostname
                 known = hostnames.get(hostname)
@@ -196,14 +191,9 @@ class Pipeline:
                     # Once a second per host the whole header is read, for
                     # the clock skew. The receive time is the same for the
                     # whole call: only a host's first message in it can be due.
-                    if index < allowed and received_at >= known[1].next_skew_check:
+                    if received_at >= known[1].next_skew_check:
                         self._observe_skew(known[1], syslog.parse(raw), received_at, known[0].firewall)
                 _, host_metrics, raws, overflow, flags = known
-                if index >= allowed:
-                    # Counted as rate limited only, under its host's label.
-                    rate_limited[host_metrics] = rate_limited.get(host_metrics, 0) + 1
-                    dropped += 1
-                    continue
                 if overflow:
                     overflowed += 1
                 raws.append(raw)
@@ -228,10 +218,6 @@ class Pipeline:
             metrics.header_parse_errors.inc(header_errors)
         if overflowed:
             metrics.host_overflow.inc(overflowed)
-        for host_metrics, count in rate_limited.items():
-            host_metrics.rate_limited.inc(count)
-        if dropped:
-            metrics.dropped_rate_limited.inc(dropped)
         for flags, count in flagged.items():
             for counter in flags:
                 counter.inc(count)
@@ -241,12 +227,11 @@ class Pipeline:
         # messages of each firewall at a time.
         received, last_message = metrics.pending_received, metrics.pending_last_message
         for (name, sender_text), (host_metrics, raws) in archived.items():
-            if raws:  # else all rate limited
-                batch.append((name, sender_text, raws))
-                counts = received.setdefault((host_metrics, transport), [0, 0])
-                counts[0] += len(raws)
-                counts[1] += _size(raws)
-                last_message[host_metrics] = received_at
+            batch.append((name, sender_text, raws))
+            counts = received.setdefault((host_metrics, transport), [0, 0])
+            counts[0] += len(raws)
+            counts[1] += _size(raws)
+            last_message[host_metrics] = received_at
         if batch:
             self._archive.append(received_at, batch)
 
@@ -303,14 +288,6 @@ class Pipeline:
         if host.overflow:
             flags.append(metrics.unregistered_overflow)
         return host, host_metrics, host_metrics.host != host.name, host.name, tuple(flags)
-
-    def _allowance(self, sender: Sender, wanted: int, now: float) -> int:
-        allowed = self.rate_limiter.take(sender.ip, wanted, now)
-        if allowed < wanted:
-            self._rate_limits.warn(
-                "sender {sender} is over its rate limit ({rate} messages/s): dropped {count} UDP message(s)",
-                sender=str(sender), rate=self.rate_limiter.rate, count=wanted - allowed)
-        return allowed
 
     def host_metrics_of(self, sender: Sender, firewall: Firewall | None = None) -> HostMetrics:
         """The metrics of the host a sender's own address (or certificate) is tagged as."""

@@ -203,7 +203,7 @@ def build(config: Config, reactor: Any, role: WorkerRole | None = None) -> Colle
                  ).setServiceParent(service)
     limits = config.limits
     # The registry in use, which a reload replaces.
-    connection_limits = ConnectionSlots.from_settings(config.limits, lambda ip: pipeline.hosts.registered(ip))
+    connection_limits = ConnectionSlots.from_settings(config.limits, lambda ip: pipeline.hosts.firewall_name(ip))
 
     def stream_factory(tls: bool) -> SyslogStreamFactory:
         factory = SyslogStreamFactory(

@@ -47,16 +47,31 @@ def test_oversized_lf_frame_is_truncated_and_the_stream_goes_on():
     assert decoder.truncated == 1
 
 
-def test_a_count_past_max_frame_is_no_count_and_costs_only_its_line():
+def test_an_over_long_octet_counted_frame_is_cut_and_the_stream_goes_on():
     decoder = StreamDecoder(max_frame=10)
-    stream = b"100 <13>" + b"x" * 96 + b"\n9 <13>after"
+    big = b"<13>" + b"x" * 96
+    stream = b"100 " + big + b"9 <13>after"
     frames = feed_all(decoder, [stream[i:i + 7] for i in range(0, len(stream), 7)])
-    assert frames == [b"100 <13>xx", b"<13>after"]
-    assert decoder.truncated == 1
-    # The rest of the over-long line, up to its LF, was skipped and counted.
-    assert decoder.skipped == len(stream.split(b"\n")[0]) - 10
-    # Nothing of the over-long line is held in memory past max_frame.
+    assert frames == [big[:10], b"<13>after"]
+    assert decoder.truncated == 1 and decoder.skipped == 90
+    # Nothing of the over-long frame is held in memory past max_frame.
     assert decoder.pending <= 10 + 10
+
+
+@pytest.mark.parametrize("terminator", [b"\n", b"\x00", b"\r\n"])
+def test_an_over_long_line_costs_only_itself(terminator):
+    decoder = StreamDecoder(max_frame=10)
+    stream = b"<13>" + b"x" * 96 + terminator + b"<13>after" + terminator
+    frames = feed_all(decoder, [stream[i:i + 7] for i in range(0, len(stream), 7)])
+    assert frames == [b"<13>xxxxxx", b"<13>after"]
+    # The CR before the LF is of the message skipped.
+    assert decoder.truncated == 1 and decoder.skipped == 90 + terminator.count(b"\r")
+
+
+def test_a_line_of_max_frame_bytes_and_its_crlf_is_whole():
+    decoder = StreamDecoder(max_frame=10)
+    assert decoder.feed(b"<13>456789\r\n<13>next\r\n") == [b"<13>456789", b"<13>next"]
+    assert decoder.truncated == 0 and decoder.skipped == 0
 
 
 @pytest.mark.parametrize("line", [
@@ -65,7 +80,8 @@ def test_a_count_past_max_frame_is_no_count_and_costs_only_its_line():
     b"12x <13>digits then no space",
     b"1234567890123 more digits than any count",
     b"99999999999",
-    b"70000 <13>a count past max_frame",
+    b"60000 is a number: no PRI follows it",
+    b"1 2026-12-06T10:00:00Z gw app - - - an RFC 5424 header without its PRI",
 ])
 def test_a_line_that_is_no_octet_count_is_lf_framed_and_the_stream_goes_on(line):
     decoder = StreamDecoder(max_frame=65536)
@@ -119,7 +135,7 @@ lf_safe = st.binary(min_size=1, max_size=200).filter(
     lambda m: b"\n" not in m and b"\x00" not in m and m[0] not in b"0123456789\r"
     and not m.endswith(b"\r"))
 framed = st.one_of(
-    st.tuples(st.just("octet"), st.binary(min_size=1, max_size=300)),
+    st.tuples(st.just("octet"), st.binary(max_size=300).map(lambda m: b"<" + m)),
     st.tuples(st.just("lf"), lf_safe),
 )
 

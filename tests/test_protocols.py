@@ -172,6 +172,36 @@ def rate_limited(harness, rate):
                               max_messages_per_second_per_sender=rate)
 
 
+def test_datagrams_over_the_rate_are_dropped_and_counted_as_rate_limited_only(log_events):
+    harness = Harness()
+    rate_limited(harness, 10)
+    protocol = udp(harness, max_frame=30)
+    receive(harness, protocol, *[b"<13>1 - host-%02d app - - - " % i + b"x" * 40 for i in range(15)])
+    assert len(harness.archive.messages) == 10
+    # Under the sender's tag: the HOSTNAMEs of what was dropped were never read.
+    assert harness.value("syslog_collector_rate_limited_messages_total", host="192.0.2.1") == 5.0
+    assert harness.value("syslog_collector_dropped_messages_total", reason="rate_limited") == 5.0
+    assert harness.value("syslog_collector_truncated_frames_total", transport="udp") == 10.0
+    assert harness.value("syslog_collector_header_parse_errors_total") == 0.0
+    assert len(log_events("over its rate limit")) == 1
+    # Tokens taken for the read and not used go back: half a second later, five more.
+    harness.clock.advance(0.5)
+    receive(harness, protocol, *[b"<13>1 - gw app - - - later %d" % i for i in range(10)])
+    assert len(harness.archived("gw")) == 5
+
+
+def test_each_sender_of_a_read_has_its_own_rate():
+    harness = Harness()
+    rate_limited(harness, 3)
+    protocol = udp(harness)
+    for i in range(5):
+        protocol.datagramReceived(b"<13>1 - gw app - - - a%d" % i, ("192.0.2.1", 514))
+        if i < 2:
+            protocol.datagramReceived(b"<13>1 - fw app - - - b%d" % i, ("198.51.100.2", 514))
+    harness.clock.advance(0)
+    assert len(harness.archived("gw")) == 3 and len(harness.archived("fw")) == 2
+
+
 def test_a_stream_over_its_rate_waits_and_loses_nothing(log_events):
     harness = Harness()
     rate_limited(harness, 10)
@@ -284,7 +314,7 @@ def test_a_registered_firewall_always_gets_a_connection():
     from collector.config import Firewall
     gw = Firewall(name="gw", networks=(ipaddress.ip_network("192.0.2.10/32"),))
     harness = Harness(firewalls=(gw,))
-    limits = ConnectionSlots(max_total=4, max_per_sender=4, registered=harness.pipeline.hosts.registered)
+    limits = ConnectionSlots(max_total=4, max_per_sender=4, firewall_of=harness.pipeline.hosts.firewall_name)
     factory = stream_factory(harness, limits=limits)
     # One sender holds every place, from addresses of its own /24, the firewall's too.
     flood = [connect(factory, f"192.0.2.{i}", i)[1] for i in range(20, 24)]
@@ -735,3 +765,30 @@ async def test_what_a_sender_pushes_past_the_reads_at_close_is_counted(monkeypat
         await sending.addErrback(lambda failure: None)  # cut off when the connection closed
     left = harness.value("syslog_collector_discarded_bytes_total", reason="unread_at_close")
     assert read > 0 and left > 0 and read + left >= held
+
+
+def test_addresses_of_one_registered_network_are_one_sender():
+    import ipaddress
+
+    from collector.config import Firewall
+    lan = Firewall(name="lan", networks=(ipaddress.ip_network("10.9.0.0/24"),))
+    gw = Firewall(name="gw", networks=(ipaddress.ip_network("192.0.2.10/32"),))
+    harness = Harness(firewalls=(lan, gw))
+    limits = ConnectionSlots(max_total=6, max_per_sender=4, firewall_of=harness.pipeline.hosts.firewall_name)
+    factory = stream_factory(harness, limits=limits)
+    lan_connections = [connect(factory, f"10.9.0.{i}", i)[1] for i in range(1, 8)]
+    # The firewall entry's cap holds for all its addresses together.
+    assert sum(not t.disconnecting for t in lan_connections) == 4
+    fillers = [connect(factory, f"198.51.{i}.1", i)[1] for i in range(2)]
+    assert not any(t.disconnecting for t in fillers)
+    # Every place held: a registered firewall gets one, from an unregistered sender first.
+    _, firewall = connect(factory, "192.0.2.10", 1)
+    assert not firewall.disconnecting
+    assert sum(t.disconnecting for t in fillers) == 1
+
+    # When only registered firewalls hold places, the one holding the most gives one up.
+    only_registered = ConnectionSlots(max_total=4, max_per_sender=4, firewall_of=harness.pipeline.hosts.firewall_name)
+    for i in range(1, 6):
+        only_registered.admit(f"10.9.0.{i}")
+    admission = only_registered.admit("192.0.2.10")
+    assert admission.refusal is None and admission.evict == "firewall lan"

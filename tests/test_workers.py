@@ -96,7 +96,7 @@ def test_connection_limits_hold_for_all_the_workers_together(tmp_path):
     try:
         from_one = [process.connect_tcp() for _ in range(4)]
         process.wait_for("syslog_collector_refused_connections_total", 1, reason="too_many_from_sender")
-        assert from_one[3].recv(10) == b""  # the fourth, closed
+        assert closed_by_peer(from_one[3])  # the fourth
         assert [process.sample("syslog_collector_worker_connections", worker=str(i)) for i in (0, 1)] == [2, 1]
         # Three more from another network: two fit under the limit in all;
         # the third would take one from the first sender, who holds only 3.
@@ -112,13 +112,21 @@ def test_connection_limits_hold_for_all_the_workers_together(tmp_path):
         fillers = [process.connect_tcp(source="127.0.6.2") for _ in range(2)]
         newcomer = process.connect_tcp(source="127.0.7.2")
         process.wait_for("syslog_collector_closed_connections_total", 1, reason="evicted")
-        assert from_one[0].recv(10) == b""  # the longest idle of the first sender
+        assert closed_by_peer(from_one[0])  # the longest idle of the first sender
         newcomer.sendall(b"<13>1 - newcomer app - - - Engine: Startup.\n")
         process.wait_for("syslog_collector_received_messages_total", 1, host="newcomer", transport="tcp")
         for sock in from_one + fillers + [newcomer]:
             sock.close()
     finally:
         process.kill()
+
+
+def closed_by_peer(sock) -> bool:
+    """Whether the collector closed the connection: at once (a reset), or in order."""
+    try:
+        return sock.recv(10) == b""
+    except ConnectionResetError:
+        return True
 
 
 def gone(pid):

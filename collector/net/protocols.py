@@ -60,6 +60,10 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 # any receive buffer at the largest read size; a sender that keeps up with
 # them is cut off there, and what is left counted.
 MAX_READS_AT_CLOSE = 64
+# Tokens of the rate limit a datagram socket takes for a sender at a time.
+_TOKENS_A_TAKE = 256
+# Datagrams read at stop, at most: a flood that goes on is not chased.
+MAX_DATAGRAMS_AT_STOP = 1_000_000
 # A sender held back for its rate is read again after at least this long,
 # so that a slow rate does not wake the reactor for every message.
 MIN_THROTTLE_SECONDS = 0.01
@@ -113,6 +117,11 @@ class SyslogDatagramProtocol(DatagramProtocol):
         self._read_bytes = 0
         self._resting: IDelayedCall | None = None
         self._truncated = metrics.truncated_frames.labels(transport=Transport.UDP.value)
+        # Tokens of the rate limit taken for this read, by address, and the
+        # datagrams each address had dropped for want of them.
+        self._budgets: dict[tuple[str, int], int] = {}
+        self._limited: dict[tuple[str, int], int] = {}
+        self._rate_log = RateLimitedLog(self.log, clock)
         self._skipped = metrics.skipped_bytes.labels(transport=Transport.UDP.value)
         self._senders: dict[tuple[str, int], Sender] = {}
         # Keyed by address: hashing a Sender is a Python call.
@@ -138,7 +147,36 @@ class SyslogDatagramProtocol(DatagramProtocol):
             self._resting = None
         self._paused = False
         self.deliver()
+        self._read_dry()
         self._metrics.udp_sockets.forget(self._socket)
+
+    def _read_dry(self) -> None:
+        """At stop, read what the kernel holds for the socket: datagrams it took are the collector's to keep.
+
+        The archive takes them past its pause thresholds, as it does the
+        last reads of TCP connections. A socket that still gives after
+        ``MAX_DATAGRAMS_AT_STOP`` (a flood that goes on) is left, and what
+        it held then counted in bytes.
+        """
+        sock = self._socket
+        if self._delivery is not None:
+            self._delivery.cancel()
+            self._delivery = None
+        for count in range(MAX_DATAGRAMS_AT_STOP):
+            try:
+                datagram, addr = sock.recvfrom(65536, socket.MSG_DONTWAIT)
+            except OSError:  # nothing more (EAGAIN), or the socket is gone
+                break
+            self.datagramReceived(datagram, addr[:2])
+            if self._delivery is not None:
+                self._delivery.cancel()
+                self._delivery = None
+            if count % 4096 == 4095:
+                self.deliver()
+        self.deliver()
+        left = unread_bytes(sock)
+        if left > 0:
+            self._metrics.discarded_bytes.labels(reason="unread_at_close").inc(left)
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         if not datagram:
@@ -158,6 +196,18 @@ class SyslogDatagramProtocol(DatagramProtocol):
             if self._delivery is None:
                 self._delivery = self._clock.callLater(0, self._deliver_read)
         self._read_bytes += len(datagram)
+        limiter = self._pipeline.rate_limiter
+        if limiter.rate:
+            # Tokens are taken for many datagrams at a time and what is left
+            # is put back after the read: one bucket operation a read, not one a datagram.
+            budget = self._budgets.get(addr, 0)
+            if budget == 0:
+                budget = limiter.take(batch[0].ip, _TOKENS_A_TAKE, self._clock.seconds())
+                if budget == 0:
+                    # Dropped before anything is read of it: counted as rate limited only.
+                    self._limited[addr] = self._limited.get(addr, 0) + 1
+                    return
+            self._budgets[addr] = budget - 1
         message = datagram_message(datagram)
         if len(message) > self._max_frame:
             self._skipped.inc(len(message) - self._max_frame)
@@ -169,8 +219,27 @@ class SyslogDatagramProtocol(DatagramProtocol):
         """Hand the datagrams received so far to the pipeline."""
         self._delivery = None
         batches, self._batches = self._batches, {}
+        if self._budgets:
+            budgets, self._budgets = self._budgets, {}
+            limiter = self._pipeline.rate_limiter
+            for addr, left in budgets.items():
+                limiter.give(addr[0], left)
+        if self._limited:
+            self._count_limited()
         if batches:
-            self._pipeline.receive_batches(batches.values(), Transport.UDP)
+            self._pipeline.receive_batches([b for b in batches.values() if b[1]], Transport.UDP)
+
+    def _count_limited(self) -> None:
+        limited, self._limited = self._limited, {}
+        pipeline = self._pipeline
+        for addr, count in limited.items():
+            sender = self._senders.get(addr) or Sender.from_address(addr[0], addr[1])
+            # Under the sender's own tag: the HOSTNAMEs of what is dropped
+            # are never read, so a flood of them takes no tag nor label.
+            pipeline.host_metrics_of(sender).rate_limited.inc(count)
+            self._metrics.dropped_rate_limited.inc(count)
+            self._rate_log.warn("sender {sender} is over its rate limit ({rate} messages/s): dropped {count} "
+                                "UDP message(s)", sender=str(sender), rate=pipeline.rate_limiter.rate, count=count)
 
     def _deliver_read(self) -> None:
         self.deliver()
@@ -261,6 +330,8 @@ class SyslogStreamProtocol(Protocol):
     handshake_done = False
     # Closed so that a registered firewall or a newcomer could connect.
     evicted = False
+    # Closed with more in the kernel: its last message is cut short.
+    _cut_short = False
     _handshake_timed_out = False
     # When the connection was last held back for its sender's rate.
     _held_since = 0.0
@@ -301,7 +372,7 @@ class SyslogStreamProtocol(Protocol):
             self._accepted = factory.pipeline.accepts_connection(self.sender)
             if not self._accepted:
                 self._discard_unread()
-                self.transport.loseConnection()
+                self.transport.abortConnection()
 
     def handshakeCompleted(self) -> None:
         self.handshake_done = True
@@ -313,7 +384,7 @@ class SyslogStreamProtocol(Protocol):
                 self.factory.metrics.impersonations.labels(host=binding.impersonated.name).inc()
             self.factory.pipeline.refuse_connection(self.sender, binding.refusal, subject=subject)
             self._discard_unread()
-            self.transport.loseConnection()
+            self.transport.abortConnection()
             return
         self._firewall = binding.firewall
         self._accepted = True
@@ -378,6 +449,8 @@ class SyslogStreamProtocol(Protocol):
             # A last message without its trailer is still a message.
             decoder = self._decoder
             before = (decoder.truncated, decoder.skipped, decoder.misframed)
+            if self._cut_short and decoder.pending:
+                decoder.truncated += 1
             frames = decoder.finish()
             if (decoder.truncated, decoder.skipped, decoder.misframed) != before:
                 self._count_framing(*before)
@@ -394,8 +467,8 @@ class SyslogStreamProtocol(Protocol):
     def close(self, reason: str) -> None:
         """Close for a limit (idle, frame timeout), counted by reason."""
         self.factory.metrics.closed_connections.labels(reason=reason).inc()
-        self.log.info("closing connection from {sender}: {reason}",
-                      sender=str(self.sender), reason=reason)
+        self.factory.close_log.warn("closing connection from {sender}: {reason}", sender=str(self.sender),
+                                    reason=reason)
         self.read_dry_and_close()
 
     def evict(self) -> None:
@@ -408,27 +481,44 @@ class SyslogStreamProtocol(Protocol):
         """A TLS client that has not finished its handshake in time holds a place for nothing."""
         self._handshake_timed_out = True
         self.factory.metrics.closed_connections.labels(reason="handshake_timeout").inc()
-        self.log.info("closing connection from {sender}: handshake_timeout", sender=str(self.sender))
+        self.factory.close_log.warn("closing connection from {sender}: {reason}", sender=str(self.sender),
+                                    reason="handshake_timeout")
         self.transport.abortConnection()
 
     def read_dry_and_close(self) -> None:
-        """Read and archive what the kernel holds for the connection, then close it.
+        """Read and archive what the kernel holds for the connection, then close it."""
+        self.read_dry()
+        self.close_counting_unread()
+
+    def read_dry(self) -> None:
+        """Read and archive what the kernel held for the connection when this was called.
 
         It is read whether or not it is paused: what a sender has sent and
-        the kernel acknowledged is the collector's to keep. What is left
-        after ``MAX_READS_AT_CLOSE`` reads (a sender that keeps sending) is
-        counted in bytes.
+        the kernel acknowledged is the collector's to keep. A sender that
+        goes on sending is not chased: what came after is counted at close.
         """
         reader = socket_transport(self.transport)
         sock = getattr(reader, "socket", None)
-        if sock is not None and self._accepted and self.connected:
-            for _ in range(MAX_READS_AT_CLOSE):
-                if unread_bytes(sock) <= 0 or reader.doRead() is not None or not self.connected:
-                    break
-            left = unread_bytes(sock) if self.connected else 0
-            if left > 0:
-                self.factory.metrics.discarded_bytes.labels(reason="unread_at_close").inc(left)
-        self.transport.loseConnection()
+        if sock is None or not self._accepted or not self.connected:
+            return
+        held = unread_bytes(sock)
+        for _ in range(MAX_READS_AT_CLOSE):
+            before = unread_bytes(sock)
+            if before <= 0 or held <= 0 or reader.doRead() is not None or not self.connected:
+                break
+            held -= before - unread_bytes(sock)
+
+    def close_counting_unread(self) -> None:
+        """Close now, counting in bytes what the kernel still holds, and what
+        is left of a message the close cuts short as truncated."""
+        sock = getattr(socket_transport(self.transport), "socket", None)
+        left = unread_bytes(sock) if sock is not None and self.connected else 0
+        if left > 0:
+            self.factory.metrics.discarded_bytes.labels(reason="unread_at_close").inc(left)
+            self._cut_short = True
+        # At once, not after a TLS close_notify from a peer that may go on
+        # sending: what it sent is read, or counted, by now.
+        self.transport.abortConnection()
 
     def pause(self, why: str) -> None:
         if not self.paused_for:
@@ -449,7 +539,7 @@ class SyslogStreamProtocol(Protocol):
     def _refuse(self, reason: str) -> None:
         self.factory.pipeline.refuse_connection(self.sender, reason)
         self._discard_unread()
-        self.transport.loseConnection()
+        self.transport.abortConnection()
 
     def _discard_unread(self) -> None:
         """Count what the kernel holds for a connection closed unread."""
@@ -540,6 +630,8 @@ class SyslogStreamFactory(Factory):
         self._gauge = metrics.tcp_connections.labels(transport=self.transport_kind.value)
         self.discarded_refused = metrics.discarded_bytes.labels(reason="refused")
         self.throttle_log = RateLimitedLog(self.log, clock)
+        # Closes for a limit: a thousand at once must not be a thousand lines.
+        self.close_log = RateLimitedLog(self.log, clock)
         self._drained: list[Deferred[None]] = []
         self._sweeper = LoopingCall(self.sweep)
         self._sweeper.clock = clock
@@ -627,9 +719,13 @@ class SyslogStreamFactory(Factory):
             # Quiet at two checks in a row: after the reactor was held up, a
             # check runs before what came meanwhile is read.
             done = quiet & quiet_before
-            for protocol in list(self.connections):
-                if now >= deadline or protocol in done:
-                    protocol.read_dry_and_close()
+            closing = [p for p in self.connections if now >= deadline or p in done]
+            # All read first, then all closed: what a sender sends while the
+            # others are read is counted at its close, not lost unseen.
+            for protocol in closing:
+                protocol.read_dry()
+            for protocol in closing:
+                protocol.close_counting_unread()
             quiet_before = quiet
 
         checker = LoopingCall(close_quiet)

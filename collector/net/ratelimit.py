@@ -25,6 +25,10 @@ class TokenBucket:
         self._tokens -= granted
         return granted
 
+    def give(self, count: int) -> None:
+        """Put back tokens taken and not used."""
+        self._tokens = min(self.burst, self._tokens + count)
+
     def charge(self, count: int, now: float) -> float:
         """Take ``count`` tokens, into debt if need be; return the seconds until the debt is paid."""
         self._refill(now)
@@ -53,6 +57,12 @@ class RateLimiter:
         if not self.rate:
             return wanted
         return self._bucket(sender_ip, now).take(wanted, now)
+
+    def give(self, sender_ip: str, count: int) -> None:
+        """Put back tokens ``take`` gave and the sender did not use."""
+        bucket = self._buckets.get(sender_ip)
+        if bucket is not None and count > 0:
+            bucket.give(count)
 
     def charge(self, sender_ip: str, count: int, now: float) -> float:
         """Charge the sender for ``count`` messages already read; return how

@@ -33,7 +33,7 @@ def supervise(config: Config, plugin_args: list[str], reactor: Any) -> MultiServ
     supervisor_metrics = SupervisorMetrics(registry, config.workers.count)
     balancer = Balancer(reactor, supervisor_metrics.connections,
                         ConnectionSlots.from_settings(
-                            config.limits, HostRegistry(config.firewalls, config.hosts.unregistered).registered))
+                            config.limits, HostRegistry(config.firewalls, config.hosts.unregistered).firewall_name))
 
     def balanced(address: ListenAddress, kind: bytes) -> BalancedPort:
         port = BalancedPort(reactor, address, kind, balancer)
