@@ -161,9 +161,10 @@ class ListenSettings:
     tcp: ListenAddress | None = _setting(
         "5514", parse_listen_address,
         "Syslog over TCP (RFC 6587), each frame read on its own: octet-counted when it begins with a count "
-        "of at most `listen.max_frame_bytes` without a leading zero, then a space; any other frame is read "
-        "up to its LF. With several workers the supervisor listens and hands each connection to the worker "
-        "with the fewest.")
+        "without a leading zero, a space and the message's PRI (`<`); any other frame is read up to its LF "
+        "(or NUL). A frame over `listen.max_frame_bytes` is cut to it and the rest skipped, by its count or "
+        "up to its LF, so that no frame costs the frames after it. With several workers the supervisor "
+        "listens and hands each connection to the worker with the fewest.")
     metrics: ListenAddress | None = _setting(
         "9514", parse_listen_address,
         "HTTP: `/metrics` for Prometheus and `/healthz` for probes, held to limits of their own "

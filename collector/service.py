@@ -146,7 +146,7 @@ def report_message_path() -> None:
     plain = plain_python()
     if plain:
         _log.info("the per-message path runs as plain Python ({modules}): a package built "
-                  "with a C compiler takes less CPU per message (README, Benchmarks)",
+                  "with a C compiler takes less CPU per message (docs/performance.md)",
                   modules=", ".join(plain))
     else:
         _log.info("the per-message path runs compiled (mypyc)")
