@@ -156,6 +156,13 @@ class CollectorProcess:
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.ports = self._wait_for_ports(listeners)
 
+    @classmethod
+    def configured(cls, workdir: Path, config: str, **kwargs) -> CollectorProcess:
+        """A collector with ``config`` (TOML text) as its config file."""
+        path = workdir / "collector.toml"
+        path.write_text(config)
+        return cls(workdir, config=str(path), **kwargs)
+
     def _wait_for_ports(self, listeners: frozenset[str], timeout: float = 20.0) -> dict[str, int]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -262,9 +262,7 @@ def test_concurrent_scrapes_within_a_second_render_once(tmp_path):
 
 @pytest.fixture
 def supervisor(tmp_path):
-    config = tmp_path / "collector.toml"
-    config.write_text("[workers]\ncount = 2\n[limits]\nmax_http_connections = 4\n")
-    process = CollectorProcess(tmp_path, config=str(config))
+    process = CollectorProcess.configured(tmp_path, "[workers]\ncount = 2\n[limits]\nmax_http_connections = 4\n")
     yield process
     process.kill()
 

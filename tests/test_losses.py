@@ -18,9 +18,7 @@ def octet_counted(messages: list[bytes]) -> bytes:
 
 @pytest.fixture
 def rate_limited(tmp_path):
-    config = tmp_path / "collector.toml"
-    config.write_text("[limits]\nmax_messages_per_second_per_sender = 2000\n")
-    process = CollectorProcess(tmp_path, config=str(config))
+    process = CollectorProcess.configured(tmp_path, "[limits]\nmax_messages_per_second_per_sender = 2000\n")
     yield process
     process.kill()
 
