@@ -49,6 +49,15 @@ CASES = [
     (b"<13>1 - ", "{} app - - - Engine: Startup.", "a"),
     (b"<13>1 2026-11-25T10:00:00.", "{}Z gw app - - - Engine: Startup.", "1"),
     (b"<13>Nov 25 12:00:00", "{}gw Engine: Startup.", " "),
+    # Structured data of many elements, of many parameters, of a long value
+    # and of escapes: read a byte at a time in Python, with each element
+    # built, any of them costs many milliseconds.
+    (b"<13>1 - gw app - - ", "{} Engine: Startup.", "[a]"),
+    (b"<13>1 - gw app - - ", "{} Engine: Startup.", '[a b="\\]"]'),
+    (b"<13>1 - gw app - - [a", "{}] Engine: Startup.", ' b=""'),
+    (b'<13>1 - gw app - - [a b="', '{}"] Engine: Startup.', "x"),
+    (b'<13>1 - gw app - - [a b="', '{}"] Engine: Startup.', '\\"'),
+    (b'<13>1 - gw app - - [a b="', '{}"] Engine: Startup.', "\\x"),
 ]
 
 

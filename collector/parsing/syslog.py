@@ -134,6 +134,28 @@ _ISO_TIMESTAMP = re.compile(
 _TAG = re.compile(rb"([^\s:\[\]]{1,48})(?:\[([^\]\s]{0,128})\])?: ?")
 
 
+# RFC 5424 section 6.3:
+#   STRUCTURED-DATA = 1*SD-ELEMENT
+#   SD-ELEMENT = "[" SD-ID *(SP SD-PARAM) "]"
+#   SD-PARAM = PARAM-NAME "=" %d34 PARAM-VALUE %d34
+#   SD-ID, PARAM-NAME = 1*32PRINTUSASCII except '=', SP, ']' and '"'
+# matched in the text ``_masked`` gives, where a PARAM-VALUE is any run
+# without '"'. The quantifiers are possessive: a sender can make the
+# structured data as long as the message, and each byte is then read once,
+# never again for a shorter match.
+_SD_NAME = rb"[\x21\x23-\x3c\x3e-\x5c\x5e-\x7e]{1,32}+"
+_STRUCTURED_DATA = re.compile(rb"(?:\[" + _SD_NAME + rb'(?: ' + _SD_NAME + rb'="[^"]*+")*+\])++')
+_SD_ID = re.compile(rb"\[(" + _SD_NAME + rb")")
+_SD_PARAM = re.compile(rb" (" + _SD_NAME + rb')="([^"]*+)"')
+# ``parse`` gives the first SD-ELEMENTs in full, as many as keep within
+# these bounds: a message of 64 KiB can hold 20,000 of them, and building
+# each into objects would cost far more than the rest of the message. Where
+# the structured data ends, and so MSG, is found however long it is.
+MAX_SD_ELEMENTS = 16
+MAX_SD_PARAMS = 64
+MAX_SD_BYTES = 8192
+
+
 class Envelope(NamedTuple):
     """What the collector reads of every message it receives: the fields
     ``parse`` gives of the same bytes, undecoded, with no timestamp or
@@ -157,7 +179,7 @@ def parse(data: bytes) -> SyslogMessage:
     facility = _FACILITIES[value >> 3]
     severity = _SEVERITIES[value & 7]
     if data.startswith(b"1 ", pos):
-        fields, timestamp, structured_data, msg, error = _read_5424(data, pos + 2)
+        fields, timestamp, structured_data, msg, error = _read_5424(data, pos + 2, True)
         if not fields:
             return SyslogMessage(Dialect.RFC5424, msg, facility, severity, header_error=error)
         # Positional arguments: the archive reader builds one per message, and keywords cost.
@@ -185,7 +207,7 @@ def envelope(data: bytes) -> Envelope:
     if error is not None:
         return Envelope(None, data, None, None, error)
     if data.startswith(b"1 ", pos):
-        fields, _, _, msg, error = _read_5424(data, pos + 2)
+        fields, _, _, msg, error = _read_5424(data, pos + 2, False)
         hostname = fields[1] if fields and fields[1] not in (_NIL, b"") else None
         return Envelope(hostname, msg, None, None, error)
     _, _, hostname, tag, msg, content, error = _read_3164(data, pos)
@@ -203,10 +225,11 @@ def _read_pri(data: bytes) -> tuple[int, int, str | None]:
     return value, close + 1, None
 
 
-def _read_5424(data: bytes, pos: int) -> tuple[
+def _read_5424(data: bytes, pos: int, elements: bool) -> tuple[
         list[bytes], datetime | None, tuple[StructuredDataElement, ...], bytes, str | None]:
     """The header fields from TIMESTAMP to MSGID (none when the header is
-    incomplete), the timestamp, the structured data, MSG and the first error."""
+    incomplete), the timestamp, the structured data (read into elements only
+    if ``elements``), MSG and the first error."""
     # HEADER = PRI VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID
     fields = data[pos:].split(b" ", 5)
     if len(fields) < 6 and not (len(fields) == 5 and fields[4]):
@@ -222,12 +245,16 @@ def _read_5424(data: bytes, pos: int) -> tuple[
     if rest[:2] == b"- " or rest == b"-":
         msg = rest[2:]
     elif rest[:1] == b"[":
-        parsed = _structured_data(rest)
-        if parsed is None:
+        masked = _masked(rest)
+        match = _STRUCTURED_DATA.match(masked)
+        # An element that does not parse, first or after others, makes the whole of it bad.
+        if match is None or masked[match.end():match.end() + 1] == b"[":
             header_error = header_error or "bad structured data"
             msg = rest
         else:
-            structured_data, end = parsed
+            end = match.end()
+            if elements:
+                structured_data = _elements(rest, masked, end)
             msg = rest[end + 1:] if rest[end:end + 1] == b" " else rest[end:]
     else:
         header_error = header_error or "missing structured data"
@@ -322,60 +349,59 @@ def _read_iso_datetime(field: bytes) -> datetime | None:
         return None
 
 
-def _structured_data(rest: bytes) -> tuple[tuple[StructuredDataElement, ...], int] | None:
-    """Parse SD-ELEMENTs at the start of ``rest``; return them and where they end.
+def _masked(rest: bytes) -> bytes:
+    """``rest`` with each escape that could hide a '"' from ``_STRUCTURED_DATA``
+    made two plain bytes, at the same offsets.
 
-    SD-ELEMENT = "[" SD-ID *(SP SD-PARAM) "]"
-    SD-PARAM   = PARAM-NAME "=" %d34 PARAM-VALUE %d34
-    PARAM-VALUE escapes '"', '\\' and ']' with a backslash.
+    In a PARAM-VALUE a backslash escapes the byte after it, in pairs from
+    the left of a run, so a '"' after an odd run of them is escaped. Each
+    pair of backslashes becomes "aa", then each backslash left before a '"'
+    becomes "a" and the '"' NUL: the first '"' left in a PARAM-VALUE ends
+    it. In an SD-NAME a backslash is a character like any other, and so is
+    "a", and NUL ends the name as '"' does: the masked text parses exactly
+    as far as the bytes themselves.
     """
-    elements = []
+    if b"\\" not in rest:
+        return rest
+    return rest.replace(b"\\\\", b"aa").replace(b'\\"', b"a\0")
+
+
+def _elements(rest: bytes, masked: bytes, end: int) -> tuple[StructuredDataElement, ...]:
+    """The SD-ELEMENTs of ``rest[:end]``, which ``_STRUCTURED_DATA`` matched in
+    ``masked``: those of them in full that the bounds leave."""
+    elements: list[StructuredDataElement] = []
+    params_left = MAX_SD_PARAMS
+    limit = min(end, MAX_SD_BYTES)
     pos = 0
-    end = len(rest)
-    while pos < end and rest[pos:pos + 1] == b"[":
+    while len(elements) < MAX_SD_ELEMENTS:
+        sd_id = _SD_ID.match(masked, pos, limit)
+        if sd_id is None:
+            break
+        pos = sd_id.end()
+        params: list[tuple[str, str]] = []
+        while (param := _SD_PARAM.match(masked, pos, limit)) is not None:
+            if len(params) == params_left:
+                return tuple(elements)
+            params.append((rest[param.start(1):param.end(1)].decode("utf-8", "replace"),
+                           _unescaped(rest[param.start(2):param.end(2)]).decode("utf-8", "replace")))
+            pos = param.end()
+        if pos >= limit or masked[pos] != 0x5D:  # "]": the element goes on past MAX_SD_BYTES
+            break
         pos += 1
-        stop = _name_end(rest, pos)
-        if stop == pos:
-            return None
-        sd_id = rest[pos:stop].decode("utf-8", "replace")
-        pos = stop
-        params = []
-        while rest[pos:pos + 1] == b" ":
-            pos += 1
-            stop = _name_end(rest, pos)
-            if stop == pos or rest[stop:stop + 2] != b'="':
-                return None
-            name = rest[pos:stop].decode("utf-8", "replace")
-            pos = stop + 2
-            value = bytearray()
-            while True:
-                if pos >= end:
-                    return None
-                byte = rest[pos]
-                if byte == 0x5C and pos + 1 < end and rest[pos + 1] in b'"\\]':
-                    value.append(rest[pos + 1])
-                    pos += 2
-                elif byte == 0x22:
-                    pos += 1
-                    break
-                else:
-                    value.append(byte)
-                    pos += 1
-            params.append((name, value.decode("utf-8", "replace")))
-        if rest[pos:pos + 1] != b"]":
-            return None
-        pos += 1
-        elements.append(StructuredDataElement(sd_id, tuple(params)))
-    return tuple(elements), pos
+        params_left -= len(params)
+        elements.append(StructuredDataElement(
+            rest[sd_id.start(1):sd_id.end(1)].decode("utf-8", "replace"), tuple(params)))
+    return tuple(elements)
 
 
-def _name_end(data: bytes, pos: int) -> int:
-    # SD-NAME = 1*32PRINTUSASCII except '=', SP, ']' and '"'
-    end = pos
-    limit = min(len(data), pos + 32)
-    while end < limit and data[end] not in b'= ]"' and 33 <= data[end] <= 126:
-        end += 1
-    return end
+def _unescaped(value: bytes) -> bytes:
+    """A PARAM-VALUE with its escapes undone: a backslash before '"', '\\'
+    or ']' stands for that byte, before any other for itself."""
+    if b"\\" not in value:
+        return value
+    # Escaped backslashes stand as ']"' while the other escapes are undone: a
+    # '"' in a PARAM-VALUE follows a backslash, so ']"' is never there before.
+    return value.replace(b"\\\\", b']"').replace(b"\\]", b"]").replace(b']"', b"\\").replace(b'\\"', b'"')
 
 
 def resolve_bsd(stamp: BsdTimestamp, received_at: datetime, zone: tzinfo) -> datetime | None:
