@@ -28,6 +28,8 @@ from collector.records import FtpKind, RecordSummary, RecordType, Transport
 PREFIX = "syslog_collector_"
 PUBLISH_INTERVAL = 1.0
 OTHER = "other"
+# Series of the breakdowns by interface, service, action and the like, in all.
+MAX_DETAIL_SERIES = 20000
 # Interface names longer than this count as "other": label values stay short.
 MAX_INTERFACE_LENGTH = 64
 REFUSAL_REASONS = ("unregistered",)
@@ -111,6 +113,12 @@ class HostMetrics:
         except KeyError:
             pass
         metrics = self._metrics
+        if metrics.detail_series >= MAX_DETAIL_SERIES:
+            # Each host may hold many combinations of labels, and a thousand
+            # hosts, of a sender's choosing, many times more: past this many in
+            # all, a new one is counted by its record type only.
+            return metrics.breakdown_overflow
+        metrics.detail_series += 1
         if kind == "anti_spoofing":
             interface, direction, protocol = values
             child = metrics.anti_spoofing.labels(
@@ -196,6 +204,11 @@ class CollectorMetrics:
             "clock_skew_seconds",
             "Receive time minus the firewall's own syslog timestamp, last sampled (once a second)",
             ("host",), mode="mostrecent")
+        self.detail_series = 0
+        self.breakdown_overflow = counter(
+            "breakdown_overflow_total",
+            "Records counted by type only, their breakdown (interface, service, action...) past the "
+            "series the collector keeps")
         self.host_overflow = counter(
             "host_label_overflow_total",
             "Messages counted under host=\"other\" because metrics.max_hosts was reached")

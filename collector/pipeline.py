@@ -128,8 +128,10 @@ class Pipeline:
         return False
 
     def refuse_connection(self, sender: Sender, reason: str, subject: str | None = None,
-                          error: str | None = None) -> None:
+                          error: str | None = None, unread: int = 0) -> None:
         self._metrics.refused_connections.labels(reason=reason).inc()
+        if unread > 0:
+            self._metrics.discarded_bytes.labels(reason="refused").inc(unread)
         detail = "" if subject is None else f" (certificate subject {subject!r})"
         if error is not None:
             detail += f" ({error})"

@@ -61,7 +61,7 @@ class Worker:
         self.refused = []
         self.receiver = ConnectionReceiver(
             reactor, {kind: EchoFactory(b"w%d-%s" % (index, kind)) for kind in kinds},
-            lambda sender, reason: self.refused.append((sender.ip, reason)))
+            lambda sender, reason, unread=0: self.refused.append((sender.ip, reason)))
         self.receiver.start()
         reactor.adoptStreamConnection(channel.fileno(), socket.AF_UNIX, OneProtocolFactory(self.receiver))
         channel.close()
@@ -144,7 +144,7 @@ def test_connections_alternate_and_go_where_fewest_are_open(supervisor):
 def test_the_receiver_starts_and_stops_its_factories():
     # As a listening port would: their timers (idle connections) run meanwhile.
     factories = {KIND_TCP: EchoFactory(b"t"), KIND_TLS: EchoFactory(b"s")}
-    receiver = ConnectionReceiver(reactor, factories, lambda sender, reason: None)
+    receiver = ConnectionReceiver(reactor, factories, lambda sender, reason, unread=0: None)
     receiver.start()
     assert all(f.running for f in factories.values())
     receiver.stop()

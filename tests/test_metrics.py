@@ -116,3 +116,19 @@ def test_interfaces_a_terminal_would_act_on_are_other():
     exposition = generate_latest(harness.registry).decode()
     assert 'interface="LAN"' in exposition and 'interface="other"' in exposition
     assert "\x1b" not in exposition and "\u202e" not in exposition and "\u009b" not in exposition
+
+
+def test_breakdowns_past_their_budget_are_counted_by_type_only(monkeypatch):
+    import collector.metrics
+
+    monkeypatch.setattr(collector.metrics, "MAX_DETAIL_SERIES", 3)
+    harness = Harness()
+    for index in range(5):
+        harness.pipeline.receive([b"<13>1 - host-%d app - - - Anti-Spoofing: Packet from LAN, proto:UDP, len:40, "
+                                  b"ip/port:1.2.3.4:1 -> 5.6.7.8:2" % index], Sender.from_address("192.0.2.1", 1),
+                                 Transport.UDP)
+    harness.metrics.publish()
+    assert harness.value("syslog_collector_records_total", host="host-4", type="anti_spoofing") == 1.0
+    assert harness.value("syslog_collector_anti_spoofing_packets_total", host="host-4", interface="LAN",
+                         direction="from", protocol="udp") is None
+    assert harness.value("syslog_collector_breakdown_overflow_total") == 2.0

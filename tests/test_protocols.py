@@ -521,7 +521,7 @@ async def handed_over(factory):
     """As ``connected``, but the connection is accepted by a supervisor's
     port and handed to a worker's receiver, as with ``workers.count`` > 1."""
     balancer = Balancer(reactor, lambda counts: None, ConnectionSlots(100, 10))
-    receiver = ConnectionReceiver(reactor, {KIND_TCP: factory}, lambda sender, reason: None)
+    receiver = ConnectionReceiver(reactor, {KIND_TCP: factory}, lambda sender, reason, unread=0: None)
     receiver.start()
     channel = balancer.open_channel(0)
     reactor.adoptStreamConnection(channel.fileno(), socket.AF_UNIX, OneProtocolFactory(receiver))

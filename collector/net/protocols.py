@@ -7,10 +7,7 @@ graceful stop can let them finish sending (see ``drain``).
 
 from __future__ import annotations
 
-import fcntl
 import socket
-import struct
-import termios
 from typing import Any
 
 from prometheus_client import Counter
@@ -30,6 +27,7 @@ from collector.hosts import Sender
 from collector.logs import RateLimitedLog
 from collector.metrics import CollectorMetrics
 from collector.net.slots import ConnectionSlots
+from collector.net.sockets import unread_bytes
 from collector.net.tls import is_revoked, subject_common_name
 from collector.parsing.framing import StreamDecoder, datagram_message
 from collector.pipeline import Pipeline
@@ -67,16 +65,6 @@ MAX_DATAGRAMS_AT_STOP = 1_000_000
 # A sender held back for its rate is read again after at least this long,
 # so that a slow rate does not wake the reactor for every message.
 MIN_THROTTLE_SECONDS = 0.01
-
-
-def unread_bytes(sock: socket.socket) -> int:
-    """What the kernel has received for a socket and the collector not yet read (FIONREAD)."""
-    try:
-        answer = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
-    except (OSError, ValueError):  # closed meanwhile
-        return 0
-    count: int = struct.unpack("i", answer)[0]
-    return count
 
 
 class SyslogDatagramProtocol(DatagramProtocol):

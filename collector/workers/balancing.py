@@ -51,6 +51,7 @@ from collector.config import ListenAddress
 from collector.hosts import Sender, normalize_ip
 from collector.logs import RateLimitedLog
 from collector.net.slots import ConnectionSlots
+from collector.net.sockets import unread_bytes
 
 KIND_TCP = b"t"
 KIND_TLS = b"s"
@@ -350,7 +351,7 @@ class ConnectionReceiver(Protocol):
     log = Logger()
 
     def __init__(self, reactor: Any, factories: dict[bytes, Factory],
-                 refuse: Callable[[Sender, str], None], evict: Callable[[str], None] = lambda sender: None) -> None:
+                 refuse: Callable[..., None], evict: Callable[[str], None] = lambda sender: None) -> None:
         self._reactor = reactor
         self._evict = evict
         self._factories = {kind: _ReportClosed(factory, self) for kind, factory in factories.items()}
@@ -382,9 +383,12 @@ class ConnectionReceiver(Protocol):
         descriptor = self._descriptors.popleft() if self._descriptors else None
         refusal = _REFUSALS.get(kind)
         if refusal is not None:
+            unread = 0
             if descriptor is not None:
-                os.close(descriptor)
-            self._refuse(sender, refusal)
+                # What the sender had sent is counted, as a worker of its own would.
+                with socket.socket(fileno=descriptor) as refused:
+                    unread = unread_bytes(refused)
+            self._refuse(sender, refusal, unread=unread)
             return
         if descriptor is None:
             # The kernel drops a descriptor that would pass this process's
