@@ -260,6 +260,30 @@ def test_concurrent_scrapes_within_a_second_render_once(tmp_path):
         process.kill()
 
 
+def test_a_flood_of_requests_is_not_logged_request_by_request(tmp_path):
+    process = CollectorProcess(tmp_path)
+    try:
+        process.scrape()
+        logged_before = len(process.log().splitlines())
+        answered = 0
+        with http_connect(process) as sock:
+            for _ in range(20):
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: collector\r\n\r\n" * 100)
+                received = b""
+                while received.count(b"HTTP/1.1 200 OK") < 100 or not received.endswith(b"ok\n"):
+                    data = sock.recv(65536)
+                    assert data, "closed before every request was answered"
+                    received += data
+                answered += received.count(b"HTTP/1.1 200 OK")
+        assert answered == 2000
+        process.scrape()  # by then the log holds whatever the requests wrote
+        log = process.log()
+        assert "/healthz" not in log
+        assert len(log.splitlines()) - logged_before < 10
+    finally:
+        process.kill()
+
+
 @pytest.fixture
 def supervisor(tmp_path):
     process = CollectorProcess.configured(tmp_path, "[workers]\ncount = 2\n[limits]\nmax_http_connections = 4\n")

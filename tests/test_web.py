@@ -14,6 +14,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
 from twisted.python import threadable
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, readBody
@@ -529,6 +530,20 @@ def test_a_request_being_answered_has_no_deadline():
     pending.requests[0].finish()
     clock.advance(HEAD_TIMEOUT_SECONDS)
     assert transport.disconnecting
+
+
+def test_requests_are_not_logged_one_by_one(net):
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        fake = net()
+        channel, transport = fake.connect()
+        for _ in range(200):
+            channel.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: c\r\n\r\n")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert transport.value().count(b"ok\n") == 200
+    assert events == []
 
 
 def test_closing_cancels_the_deadline(net):

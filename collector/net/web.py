@@ -34,6 +34,10 @@ for a chunked one). The request line and headers are bounded in size
 ``HEAD_TIMEOUT_SECONDS`` of the connection opening or of the previous
 response: an idle timeout alone would let a client that sends a byte every
 few seconds hold a connection for ever.
+
+Requests are not logged one by one (twisted.web's access log): a client
+could otherwise write to the log as fast as it can send requests. What the
+limits refuse or close is logged, at most every 10 s for each kind.
 """
 
 from __future__ import annotations
@@ -374,6 +378,12 @@ class MetricsSite(Site):
         self._refused_connections = RateLimitedLog(_log, reactor)
         self._refused_requests = RateLimitedLog(_log, reactor)
         self._closed = RateLimitedLog(_log, reactor)
+
+    def log(self, request: Request) -> None:
+        # No access log: a line for each request would let any client write
+        # to the log as fast as it sends requests. Scrapes are counted, and
+        # what the limits refuse is logged at a limited rate.
+        pass
 
     def buildProtocol(self, addr: IAddress | None) -> Any:
         # None has the port close the socket at once, before it accepts another.
