@@ -357,7 +357,7 @@ class Collected(Collector):
         yield GaugeMetricFamily(f"syslog_collector_{self.name}", "A demo gauge", value=1)
 
 
-def test_a_rendering_every_scrape_left_is_dropped_and_a_new_scrape_renders_anew(net):
+def test_a_rendering_every_scrape_left_stops_and_a_scrape_within_the_second_takes_it_up(net):
     first, second = Collected("first"), Collected("second")
     fake = net(collector=first)
     fake.registry.register(second)
@@ -376,19 +376,64 @@ def test_a_rendering_every_scrape_left_is_dropped_and_a_new_scrape_renders_anew(
     # The rendering the late scrape joined goes on for it.
     assert (first.collections, second.collections) == (2, 2)
     assert b"syslog_collector_second 1.0" in body(late_out)
-    # Every scrape gone: the rendering stops before the next family, and is not kept.
+    # Every scrape gone: the rendering stops before the next family...
     fake.run(CACHE_SECONDS)
     (leaving, _), (next_one, next_out) = fake.connect(), fake.connect()
     leaving.dataReceived(scrape_request())
     first.meanwhile = lambda: close(leaving)
     fake.run()
     assert (first.collections, second.collections) == (3, 2)
+    # ...and a scrape within the second takes it up where it stopped.
     first.meanwhile = lambda: None
+    fake.run(CACHE_SECONDS - 0.1)
     next_one.dataReceived(scrape_request())
     fake.run()
-    assert (first.collections, second.collections) == (4, 3)
+    assert (first.collections, second.collections) == (3, 3)
     assert b"syslog_collector_first 1.0" in body(next_out) and b"syslog_collector_second 1.0" in body(next_out)
-    assert fake.value("syslog_collector_metrics_renders_total") == 4
+    # Stopped for a second or more, it is given up: its first families are stale.
+    (leaving, _), (late, late_out) = fake.connect(), fake.connect()
+    fake.run(CACHE_SECONDS)
+    leaving.dataReceived(scrape_request())
+    first.meanwhile = lambda: close(leaving)
+    fake.run()
+    first.meanwhile = lambda: None
+    fake.run(CACHE_SECONDS)
+    late.dataReceived(scrape_request())
+    fake.run()
+    assert (first.collections, second.collections) == (5, 4)
+    assert b"syslog_collector_first 1.0" in body(late_out) and b"syslog_collector_second 1.0" in body(late_out)
+    assert fake.value("syslog_collector_metrics_renders_total") == 5
+    assert fake.site.resource.children[b"metrics"]._renderings == {}
+
+
+def test_scrapes_that_leave_as_soon_as_they_ask_render_once_a_second(net):
+    first, second = Collected("first"), Collected("second")
+    fake = net(collector=first)
+    fake.registry.register(second)
+    resource = fake.site.resource.children[b"metrics"]
+
+    def scrapes_that_leave(count):
+        for _ in range(count):
+            channel, _ = fake.connect()
+            channel.dataReceived(scrape_request())
+            close(channel)
+            fake.run(0.05)
+
+    # Each takes the rendering up where the one before left it, a family
+    # further, until it is done (the registry holds about ten families)...
+    scrapes_that_leave(18)
+    assert (first.collections, second.collections) == (1, 1)
+    # ...and then it is kept for the rest of its second, no scrape having stayed for it.
+    assert resource._renderings == {} and len(resource._bodies) == 1
+    channel, transport = fake.connect()
+    channel.dataReceived(scrape_request())
+    fake.run()
+    assert (first.collections, second.collections) == (1, 1)
+    assert b"syslog_collector_first 1.0" in body(transport) and b"syslog_collector_second 1.0" in body(transport)
+    fake.run(CACHE_SECONDS)
+    scrapes_that_leave(18)
+    assert (first.collections, second.collections) == (2, 2)
+    assert fake.value("syslog_collector_metrics_renders_total") == 2
 
 
 def test_head_is_answered_from_the_same_rendering(net):

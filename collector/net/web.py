@@ -20,7 +20,10 @@ it installs the global reactor.
 A rendered body is kept for ``CACHE_SECONDS`` and served to every scrape
 asking for the same format meanwhile, and a scrape that arrives while one
 renders waits for that rendering: however many scrapes arrive at once, a
-format is rendered at most once a second.
+format is rendered at most once a second. A rendering every scrape has left
+stops before its next family, and a scrape that comes within the second
+takes it up where it stopped: scrapes that leave as soon as they ask cannot
+have it rendered again and again.
 
 The listener has limits of its own (``MetricsSite``), so that HTTP clients
 cannot take what syslog and the archive need. Connections past
@@ -122,20 +125,42 @@ class HttpMetrics:
 class _Rendering:
     """One rendering of /metrics, and the scrapes waiting for it."""
 
-    def __init__(self) -> None:
+    def __init__(self, started: float) -> None:
+        self.started = started
         # Each request, with the reason it finished early once it has.
         self.waiting: list[tuple[Request, list[Failure]]] = []
+        # While every scrape has left: what a scrape that comes fires.
+        self._paused: Deferred[None] | None = None
+        self.given_up = False
 
     def wait(self, request: Request) -> None:
         gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)
         self.waiting.append((request, gone))
+        self._resume()
 
     def abandoned(self) -> bool:
         return all(gone for _, gone in self.waiting)
 
     def present(self) -> Iterator[Request]:
         return (request for request, gone in self.waiting if not gone)
+
+    def pause(self) -> Deferred[None]:
+        """What fires when a scrape comes to wait, or the rendering is given up."""
+        self._paused = Deferred()
+        return self._paused
+
+    def paused(self) -> bool:
+        return self._paused is not None
+
+    def give_up(self) -> None:
+        self.given_up = True
+        self._resume()
+
+    def _resume(self) -> None:
+        if self._paused is not None:
+            paused, self._paused = self._paused, None
+            paused.callback(None)
 
 
 class MetricsResource(Resource):
@@ -158,17 +183,23 @@ class MetricsResource(Resource):
     def render_GET(self, request: Request) -> int:
         # Content type and body from the same encoder, so they always agree.
         encoder, content_type = choose_encoder(request.getHeader("Accept"))
+        now = self._reactor.seconds()
         cached = self._bodies.get(content_type)
-        if cached is not None and self._reactor.seconds() < cached[0] + CACHE_SECONDS:
+        if cached is not None and now < cached[0] + CACHE_SECONDS:
             self._metrics.shared_scrapes.inc()
             _answer(request, content_type, cached[1])
             return NOT_DONE_YET
         rendering = self._renderings.get(content_type)
+        if rendering is not None and rendering.paused() and now >= rendering.started + CACHE_SECONDS:
+            # Its first families are older than a body is kept: this scrape renders anew.
+            del self._renderings[content_type]
+            rendering.give_up()
+            rendering = None
         if rendering is not None:
             self._metrics.shared_scrapes.inc()
             rendering.wait(request)
             return NOT_DONE_YET
-        rendering = self._renderings[content_type] = _Rendering()
+        rendering = self._renderings[content_type] = _Rendering(now)
         rendering.wait(request)
         self._render(encoder, content_type, rendering)
         return NOT_DONE_YET
@@ -181,17 +212,11 @@ class MetricsResource(Resource):
             if self._renderings.get(content_type) is rendering:
                 del self._renderings[content_type]
 
-        def abandoned() -> bool:
-            # Checked between families: a scrape that comes later renders anew.
-            if rendering.abandoned():
-                forget()
-                return True
-            return False
-
         def rendered(body: bytes | None) -> None:
             forget()
             if body is None:
-                return  # cut short, every scrape having gone
+                return  # given up: every scrape had left, and the next came a second later or more
+            # Kept even if every scrape left meanwhile: the next ones within the second take it.
             self._bodies[content_type] = (self._reactor.seconds(), body)
             for request in rendering.present():
                 _answer(request, content_type, body)
@@ -207,23 +232,26 @@ class MetricsResource(Resource):
         if self._in_thread:
             body = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), encoder, self._registry)
         else:
-            body = self._render_by_family(encoder, abandoned)
+            body = self._render_by_family(encoder, rendering)
         body.addCallbacks(rendered, failed)
 
     def _render_by_family(self, encoder: Callable[[Any], bytes],
-                          abandoned: Callable[[], bool]) -> Deferred[bytes | None]:
+                          rendering: _Rendering) -> Deferred[bytes | None]:
         """Render each family alone, a few of them a turn of the reactor,
-        until the end (the body) or until ``abandoned`` (None)."""
+        until the end (the body) or until ``rendering`` is given up (None)."""
         parts: list[bytes] = []
         cut: list[bool] = []
 
-        def each_family() -> Iterator[None]:
+        def each_family() -> Iterator[Deferred[None] | None]:
             for family in self._registry.collect():
                 parts.append(encoder(_Families([family])))
                 yield None
-                if abandoned():  # checked before the next family is collected
-                    cut.append(True)
-                    return
+                if rendering.abandoned():
+                    # Paused before the next family is collected, until a scrape comes for it.
+                    yield rendering.pause()
+                    if rendering.given_up:
+                        cut.append(True)
+                        return
 
         # What the format ends with once (OpenMetrics: "# EOF"), not after each family.
         end = encoder(_Families([]))
