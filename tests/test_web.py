@@ -27,6 +27,7 @@ from collector.net.web import (
     HEAD_TIMEOUT_SECONDS,
     MAX_HEAD_BYTES,
     MAX_HEADERS,
+    RESPONSE_TIMEOUT_SECONDS,
     HttpMetrics,
     MetricsSite,
     metrics_site,
@@ -560,21 +561,142 @@ class Pending(Resource):
         return NOT_DONE_YET
 
 
-def test_a_request_being_answered_has_no_deadline():
+def pending_site():
+    """A ``MetricsSite`` on a ``task.Clock`` that answers when the test says
+    so; its clock, resource, registry and a connection to it."""
     clock = Clock()
     pending = Pending()
-    metrics = HttpMetrics(None)
-    site = MetricsSite(pending, clock, metrics, 64)
+    registry = CollectorRegistry()
+    site = MetricsSite(pending, clock, HttpMetrics(registry), 64)
     channel = site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
     transport = StringTransport()
     channel.makeConnection(transport)
+    return clock, pending, registry, channel, transport
+
+
+def closed(registry, reason):
+    return registry.get_sample_value("syslog_collector_http_closed_connections_total", {"reason": reason})
+
+
+def test_a_request_being_answered_has_no_head_deadline():
+    clock, pending, registry, channel, transport = pending_site()
     channel.dataReceived(b"GET / HTTP/1.1\r\nHost: c\r\n\r\n")
-    clock.advance(HEAD_TIMEOUT_SECONDS * 6)
+    clock.advance(RESPONSE_TIMEOUT_SECONDS - 1)
     assert not transport.disconnecting
     pending.requests[0].write(b"done")
     pending.requests[0].finish()
     clock.advance(HEAD_TIMEOUT_SECONDS)
-    assert transport.disconnecting
+    assert transport.disconnecting and not transport.disconnected
+    assert (closed(registry, "idle"), closed(registry, "response_timeout")) == (1, 0)
+
+
+def test_a_response_not_sent_within_its_deadline_is_aborted():
+    clock, pending, registry, channel, transport = pending_site()
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: c\r\n\r\n")
+    clock.advance(RESPONSE_TIMEOUT_SECONDS - 0.1)
+    assert not transport.disconnecting
+    clock.advance(0.1)
+    # Aborted: closing would wait for the client to read what it has not.
+    assert transport.disconnected
+    assert (closed(registry, "response_timeout"), closed(registry, "idle")) == (1, 0)
+    channel.connectionLost(Failure(ConnectionDone()))
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_response_the_transport_still_holds_keeps_its_deadline():
+    clock, pending, registry, channel, transport = pending_site()
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: c\r\n\r\n")
+    # The client reads nothing: the transport holds more than its buffer and pauses its producer.
+    channel.pauseProducing()
+    pending.requests[0].write(b"x" * 100_000)
+    pending.requests[0].finish()
+    # Nothing more is read meanwhile...
+    assert transport.producerState == "paused"
+    # ...and a request pipelined behind it gets no deadline of its own, later than the first one's.
+    clock.advance(RESPONSE_TIMEOUT_SECONDS - 5)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: c\r\n\r\n")
+    pending.requests[1].write(b"done")
+    pending.requests[1].finish()
+    clock.advance(5)
+    assert transport.disconnected
+    assert closed(registry, "response_timeout") == 1
+
+
+def test_a_response_sent_in_time_ends_its_deadline():
+    clock, pending, registry, channel, transport = pending_site()
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: c\r\n\r\n")
+    channel.pauseProducing()
+    pending.requests[0].write(b"x" * 100_000)
+    pending.requests[0].finish()
+    clock.advance(RESPONSE_TIMEOUT_SECONDS - 1)
+    # The transport has sent it all: the connection reads, and waits for the next request head.
+    assert transport.producerState == "paused"
+    channel.resumeProducing()
+    assert transport.producerState == "producing"
+    clock.advance(HEAD_TIMEOUT_SECONDS - 0.1)
+    assert not transport.disconnecting
+    clock.advance(0.1)
+    assert transport.disconnecting and not transport.disconnected
+    assert (closed(registry, "idle"), closed(registry, "response_timeout")) == (1, 0)
+
+
+class Large(Resource):
+    """A body far larger than what a socket's buffers hold; counts the requests it answers."""
+
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.answered = 0
+
+    def render_GET(self, request):
+        self.answered += 1
+        return b"x" * (16 << 20)
+
+
+@pytest.mark.parametrize("version", [b"HTTP/1.0", b"HTTP/1.1"])
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_never_reads_its_response_is_cut_off_at_the_deadline(version):
+    registry = CollectorRegistry()
+    site = MetricsSite(Large(), reactor, HttpMetrics(registry), 64, response_timeout=1.0)
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    client = socket.socket()
+    try:
+        # A small receive buffer, never read: the collector's side fills up and stays full.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", port.getHost().port))
+        client.sendall(b"GET /metrics " + version + b"\r\nHost: c\r\n\r\n")
+        started = time.monotonic()
+        while closed(registry, "response_timeout") == 0 and time.monotonic() - started < 10:
+            await deferLater(reactor, 0.05, lambda: None)
+        cut_off_after = time.monotonic() - started
+        assert closed(registry, "response_timeout") == 1
+        assert 0.9 < cut_off_after < 3
+        await deferLater(reactor, 0.1, lambda: None)
+        assert site.open_connections == 0
+        assert closed(registry, "idle") == 0
+    finally:
+        client.close()
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_reads_no_response_has_no_further_request_read():
+    large = Large()
+    site = MetricsSite(large, reactor, HttpMetrics(None), 64)
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    client = socket.socket()
+    try:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", port.getHost().port))
+        for _ in range(20):
+            client.sendall(b"GET / HTTP/1.1\r\nHost: c\r\n\r\n")
+            await deferLater(reactor, 0.05, lambda: None)
+        # One response held, not one for each request.
+        assert large.answered == 1
+    finally:
+        client.close()
+        await port.stopListening()
 
 
 def test_requests_are_not_logged_one_by_one(net):

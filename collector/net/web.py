@@ -36,7 +36,11 @@ for a chunked one). The request line and headers are bounded in size
 (``MAX_HEAD_BYTES``, ``MAX_HEADERS``) and must be complete within
 ``HEAD_TIMEOUT_SECONDS`` of the connection opening or of the previous
 response: an idle timeout alone would let a client that sends a byte every
-few seconds hold a connection for ever.
+few seconds hold a connection for ever. The response must then be sent in
+full within ``RESPONSE_TIMEOUT_SECONDS`` of the request head: twisted.web
+turns its idle timeout off while a request is answered, and a client that
+never reads would otherwise hold the connection, and a body of megabytes
+in its send buffer, for as long as it likes.
 
 Requests are not logged one by one (twisted.web's access log): a client
 could otherwise write to the log as fast as it can send requests. What the
@@ -74,6 +78,10 @@ CACHE_SECONDS = 1.0
 MAX_HEAD_BYTES = 8192
 MAX_HEADERS = 64
 HEAD_TIMEOUT_SECONDS = 10.0
+# A response must be sent within this time of its request head: long
+# enough for the largest /metrics at the pace of a slow link, too short for
+# a client that reads nothing to hold its connection.
+RESPONSE_TIMEOUT_SECONDS = 30.0
 ALLOWED_METHODS = (b"GET", b"HEAD")
 
 # Reasons a request is refused, with the status line and headers it is answered with.
@@ -82,7 +90,7 @@ _REFUSALS = {
     "request_body": b"413 Content Too Large",
     "headers_too_large": b"431 Request Header Fields Too Large",
 }
-CLOSE_REASONS = ("header_timeout", "idle")
+CLOSE_REASONS = ("header_timeout", "idle", "response_timeout")
 _log = Logger(namespace=__name__)
 
 
@@ -108,7 +116,8 @@ class HttpMetrics:
             "HTTP requests refused before their body was read, by reason", ("reason",), registry=registry)
         self.closed_connections = Counter(
             PREFIX + "http_closed_connections",
-            "Connections to the metrics listener closed for want of a complete request head, by reason",
+            "Connections to the metrics listener closed for want of a complete request head, or of a "
+            "client taking its response, in time, by reason",
             ("reason",), registry=registry)
         self.renders = Counter(
             PREFIX + "metrics_renders", "Renderings of /metrics", registry=registry)
@@ -309,6 +318,8 @@ class LimitedChannel(HTTPChannel):
     site: MetricsSite
     # The call that closes the connection if no request head is complete by then.
     _deadline: Any = None
+    # The call that aborts the connection if the responses asked for are not all sent by then.
+    _response_deadline: Any = None
     transport: Any
     _refused = False
 
@@ -344,18 +355,41 @@ class LimitedChannel(HTTPChannel):
         elif self.length != 0:  # a Content-Length, or chunked (None)
             self._refuse("request_body")
         else:
+            # A request pipelined behind a response not yet sent gets no time of its own.
+            if self._response_deadline is None:
+                self._response_deadline = self.callLater(self.site.response_timeout, self._response_timed_out)
             super().allHeadersReceived()
 
     def requestDone(self, request: Request) -> None:
+        # Not persistent, the connection closes once the response is sent:
+        # the deadline runs until then. Persistent, a response larger than
+        # the transport buffers is sent once the transport asks for more
+        # (resumeProducing); a smaller one is as good as sent.
         if self.persistent:
-            # Before the requests already received are read, which stops it again.
-            self._start_deadline()
+            if self._waitingForTransport:
+                # Nothing more is read until then: a client that reads no
+                # response would otherwise have one more held for each
+                # request it sends.
+                self._networkProducer.pauseProducing()
+            else:
+                self._responses_sent()
         super().requestDone(request)
+
+    def resumeProducing(self) -> None:
+        super().resumeProducing()
+        if self.persistent and not self.requests and self._response_deadline is not None:
+            self._responses_sent()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_deadline()
+        self._cancel_response_deadline()
         super().connectionLost(reason)
         self.site.connection_closed()
+
+    def _responses_sent(self) -> None:
+        self._cancel_response_deadline()
+        # Before the requests already received are read, which stops it again.
+        self._start_deadline()
 
     def _refuse(self, reason: str) -> None:
         self._refused = True
@@ -375,6 +409,20 @@ class LimitedChannel(HTTPChannel):
             if self._deadline.active():
                 self._deadline.cancel()
             self._deadline = None
+
+    def _cancel_response_deadline(self) -> None:
+        if self._response_deadline is not None:
+            if self._response_deadline.active():
+                self._response_deadline.cancel()
+            self._response_deadline = None
+
+    def _response_timed_out(self) -> None:
+        self._response_deadline = None
+        self.site.closed_connection("response_timeout", self.transport.getPeer())
+        self._refused = True
+        # Aborted, not closed: closing would wait for the client to read
+        # what it has not, and the response it holds is dropped at once.
+        self.transport.abortConnection()
 
     def _head_timed_out(self) -> None:
         self._deadline = None
@@ -396,16 +444,19 @@ class MetricsSite(Site):
     protocol = LimitedChannel  # type: ignore[assignment]
 
     def __init__(self, resource: Resource, reactor: Any, metrics: HttpMetrics, max_connections: int,
-                 head_timeout: float = HEAD_TIMEOUT_SECONDS) -> None:
+                 head_timeout: float = HEAD_TIMEOUT_SECONDS,
+                 response_timeout: float = RESPONSE_TIMEOUT_SECONDS) -> None:
         super().__init__(resource, reactor=reactor)
         self.noisy = False
         self.max_connections = max_connections
         self.head_timeout = head_timeout
+        self.response_timeout = response_timeout
         self.open_connections = 0
         self._metrics = metrics
         self._refused_connections = RateLimitedLog(_log, reactor)
         self._refused_requests = RateLimitedLog(_log, reactor)
         self._closed = RateLimitedLog(_log, reactor)
+        self._aborted = RateLimitedLog(_log, reactor)
 
     def log(self, request: Request) -> None:
         # No access log: a line for each request would let any client write
@@ -437,7 +488,10 @@ class MetricsSite(Site):
 
     def closed_connection(self, reason: str, peer: IAddress) -> None:
         self._metrics.closed_connections.labels(reason=reason).inc()
-        if reason != "idle":  # a client keeping a connection for its next scrape is no news
+        if reason == "response_timeout":
+            self._aborted.warn("aborted an HTTP connection from {peer} that did not take its response "
+                               "within {seconds} s", peer=_host(peer), seconds=self.response_timeout)
+        elif reason != "idle":  # a client keeping a connection for its next scrape is no news
             self._closed.warn("closed an HTTP connection from {peer} that sent no complete request "
                               "head within {seconds} s", peer=_host(peer), seconds=self.head_timeout)
 
