@@ -58,6 +58,10 @@ CASES = [
     (b'<13>1 - gw app - - [a b="', '{}"] Engine: Startup.', "x"),
     (b'<13>1 - gw app - - [a b="', '{}"] Engine: Startup.', '\\"'),
     (b'<13>1 - gw app - - [a b="', '{}"] Engine: Startup.', "\\x"),
+    # A MSG that starts with BOMs or U+FFFDs: each stripped by slicing the rest anew.
+    (b"<13>1 - gw app - - - ", "{}Engine: Startup.", "\ufeff"),
+    (b"<13>1 - gw app - - - ", "{}Engine: Startup.", "\ufffd"),
+    (b"", "{}Engine: Startup.", "\ufeff\ufffd"),
 ]
 
 

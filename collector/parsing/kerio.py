@@ -47,7 +47,9 @@ from collector.records import (
 MARKER_TAGS = frozenset({"Anti-Spoofing", "Authentication", "Engine", "FTP", "IPS"})
 _MARKER_TAGS = frozenset(tag.encode() for tag in MARKER_TAGS)
 
-_LEADING_JUNK = (b"\xef\xbb\xbf", b"\xef\xbf\xbd")  # BOM, or U+FFFD from a relay
+# BOMs, or U+FFFDs from a relay, as many as lead a line: matched in one
+# pass, for a sender can put thousands of them before a record.
+_LEADING_JUNK = re.compile(rb"(?:\xef\xbb\xbf|\xef\xbf\xbd)*+")
 _TRAILING_JUNK = b" \t\r\n"
 _MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
@@ -199,8 +201,8 @@ def _locate(message: bytes) -> tuple[_Reader, str, datetime | None, bool] | None
     What syslog envelopes leave around a line is ignored.
     """
     body = message
-    while body[:3] in _LEADING_JUNK:
-        body = body[3:]
+    if body[:1] == b"\xef":
+        body = _LEADING_JUNK.sub(b"", body, 1)
     body = body.lstrip(b" \t").rstrip(_TRAILING_JUNK)
     event_time = None
     bad_stamp = False
