@@ -128,8 +128,6 @@ class SyslogDatagramProtocol(DatagramProtocol):
         self._metrics.udp_sockets.watch(sock, self._receive_buffer)
 
     def stopProtocol(self) -> None:
-        if self._delivery is not None:
-            self._delivery.cancel()
         if self._resting is not None:
             self._resting.cancel()
             self._resting = None
@@ -147,18 +145,12 @@ class SyslogDatagramProtocol(DatagramProtocol):
         it held then counted in bytes.
         """
         sock = self._socket
-        if self._delivery is not None:
-            self._delivery.cancel()
-            self._delivery = None
         for count in range(MAX_DATAGRAMS_AT_STOP):
             try:
                 datagram, addr = sock.recvfrom(65536, socket.MSG_DONTWAIT)
             except OSError:  # nothing more (EAGAIN), or the socket is gone
                 break
             self.datagramReceived(datagram, addr[:2])
-            if self._delivery is not None:
-                self._delivery.cancel()
-                self._delivery = None
             if count % 4096 == 4095:
                 self.deliver()
         self.deliver()
@@ -205,6 +197,9 @@ class SyslogDatagramProtocol(DatagramProtocol):
 
     def deliver(self) -> None:
         """Hand the datagrams received so far to the pipeline."""
+        # Called before the delivery due at the end of the read: that one has nothing left to do.
+        if self._delivery is not None and self._delivery.active():
+            self._delivery.cancel()
         self._delivery = None
         batches, self._batches = self._batches, {}
         if self._budgets:
